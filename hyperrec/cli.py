@@ -1,0 +1,91 @@
+"""``hyperrec`` command line: import the published AT2 data, inspect a database file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .database import DEFAULT_METRIC, Database, DatabaseError
+from .importers import DATABASES, PublishedDataError, import_at2
+from .safe_pickle import UnsafePickleError
+
+log = logging.getLogger("hyperrec")
+
+
+def summary(db: Database, metric: str = DEFAULT_METRIC) -> dict[str, Any]:
+    """What ``hyperrec info`` reports, as a JSON-ready dict."""
+    best = [db.best(t, metric) for t in db.tasks] if db.profiles else []
+    return {
+        "path": str(db.path),
+        "name": db.name,
+        "space": db.space.name,
+        "tasks": len(db.tasks),
+        "configurations": len(db.configs),
+        "profiles": db.profiles,
+        "epochs": db.epochs,
+        "metrics": list(db.metrics),
+        "coverage": {m: db.coverage(m) for m in db.metrics},
+        "pairs": [{"sources": list(p.sources), "target": p.target} for p in db.pairs],
+        "best": [{"task": t, **meta, "config_id": b.config_id, "value": b.value,
+                  "epoch": b.epoch} for t, meta, b in zip(db.tasks, db.task_meta, best)],
+    }
+
+
+def format_summary(info: dict[str, Any]) -> str:
+    lines = [
+        f"{info['name']} ({info['path']}): {info['tasks']} tasks x {info['configurations']} "
+        f"configurations x {info['profiles']} profiles x {info['epochs']} epochs "
+        f"(space {info['space']})",
+        "coverage: " + ", ".join(f"{m} {c:.1%}" for m, c in info["coverage"].items()),
+        f"published pairs: {len(info['pairs'])}",
+    ]
+    lines += [f"  pair {k}: {','.join(p['sources'])} -> {p['target']}"
+              for k, p in enumerate(info["pairs"])]
+    lines.append("best configuration per task (profile 0):")
+    lines += [f"  {b['task']:<40} config {b['config_id']:>4}  {b['value']:.4f} at epoch "
+              f"{b['epoch']}" for b in info["best"]]
+    return "\n".join(lines)
+
+
+def _import(args: argparse.Namespace) -> None:
+    for db in import_at2(args.src, args.out, args.only or tuple(DATABASES)):
+        log.info("wrote %s", db)
+
+
+def _info(args: argparse.Namespace) -> None:
+    info = summary(Database.open(args.file), args.metric)
+    sys.stdout.write((json.dumps(info, indent=2) if args.json else format_summary(info)) + "\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hyperrec", description=__doc__)
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = p.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import-at2", help="import the AT2 authors' published data folder")
+    imp.add_argument("src", help="folder with HyperRec/, LCBench/ and train_test_pairs.json")
+    imp.add_argument("out", help="output folder for HyperRec.h5 and LCBench.h5")
+    imp.add_argument("--only", action="append", choices=list(DATABASES),
+                     help="import only this database (repeatable)")
+    imp.set_defaults(run=_import)
+    info = sub.add_parser("info", help="summarise a database file")
+    info.add_argument("file")
+    info.add_argument("--metric", default=DEFAULT_METRIC)
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(run=_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except (DatabaseError, PublishedDataError, UnsafePickleError, KeyError) as err:
+        log.error("%s", err)
+        return 1
+    return 0

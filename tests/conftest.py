@@ -1,0 +1,64 @@
+"""Shared fixtures: the published AT2 data (skipped when absent) and small synthetic databases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hyperrec.database import Database, Pair
+from hyperrec.spaces import hyperrec_space
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_AT2 = Path(os.environ.get("AT2_DATA", REPO.parent / "shared" / "data" / "at2"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_default_dtype():
+    """Tests may switch torch to float64; never let that leak into the next test."""
+    dtype = torch.get_default_dtype()
+    yield
+    torch.set_default_dtype(dtype)
+
+
+@pytest.fixture(scope="session")
+def at2_data() -> Path:
+    """The AT2 authors' published data folder; tests using it skip when it is absent."""
+    if not (SHARED_AT2 / "HyperRec" / "profiles.pkl").is_file():
+        pytest.skip(f"published AT2 data not found at {SHARED_AT2} (set AT2_DATA to its folder)")
+    return SHARED_AT2
+
+
+@pytest.fixture(scope="session")
+def published(at2_data, tmp_path_factory) -> dict[str, Database]:
+    """The published HyperRec and LCBench databases, imported once per test session."""
+    from hyperrec.importers import import_at2
+
+    out = tmp_path_factory.mktemp("published")
+    return {db.name: db for db in import_at2(at2_data, out)}
+
+
+def make_tiny_db(path: Path, tasks: int = 3, configs: int = 6, profiles: int = 2,
+                 epochs: int = 5, seed: int = 0) -> Database:
+    """A small complete HyperRec-space database with smooth synthetic learning curves."""
+    rng = np.random.default_rng(seed)
+    space = hyperrec_space()
+    names = [f"task{t}" for t in range(tasks)]
+    t = np.arange(1, epochs + 1) / epochs
+    final = rng.uniform(0.3, 0.9, size=(profiles, tasks, configs, 1))
+    curves = final * (1 - np.exp(-4 * t)) + 0.01 * rng.standard_normal((profiles, tasks,
+                                                                         configs, epochs))
+    with Database.build(path, space, name="tiny", epochs=epochs) as w:
+        w.add_tasks(names, [{"classes": 10}] * tasks)
+        w.add_configs(space.sample(configs, seed=seed))
+        w.write_curves("val_acc", curves, tasks=names, profiles=range(profiles))
+        w.set_pairs([Pair(tuple(names[1:]), names[0])])
+    return Database.open(path)
+
+
+@pytest.fixture
+def tiny_db(tmp_path) -> Database:
+    return make_tiny_db(tmp_path / "tiny.h5")
