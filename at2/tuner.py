@@ -1,0 +1,278 @@
+"""Ask/tell tuning over the (configuration, epoch) cells of a target task.
+
+:class:`Tuner` holds what every method shares: the grid of source and target curves, the rule that
+a configuration's epochs are observed in order (one query = one epoch), the seeded generator, and
+:meth:`Tuner.tune`, which replays the target's curves from the database as the oracle and records
+each query. :class:`AT2Tuner` chooses queries with the AT2 surrogate and UCB.
+
+Epochs are 1-based everywhere in this API: ``epoch`` is the number of epochs trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hyperrec.database import DEFAULT_METRIC, Database
+
+from .acquisition import UpperConfidenceBound, best_cell
+from .exact import ExactEngine
+from .model import AT2Surrogate, CurveGrid
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/``None`` -> CUDA when available, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query: train configuration ``config_id`` for epoch ``epoch`` (1-based).
+
+    ``ucb`` and ``mean`` are the acquisition value that chose it and the posterior mean at the
+    queried cell (NaN for methods without a model).
+    """
+
+    config_id: int
+    epoch: int
+    ucb: float = float("nan")
+    mean: float = float("nan")
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    """One replayed query and the recommendation that followed it."""
+
+    index: int
+    config_id: int
+    epoch: int
+    value: float
+    ucb: float
+    mean: float
+    recommended: int
+    recommended_rank: int
+    regret: float
+    seconds: float
+
+
+@dataclass
+class TuningResult:
+    """The records of a replayed tuning run, with its settings."""
+
+    settings: dict[str, Any]
+    records: list[QueryRecord] = field(default_factory=list)
+
+    def series(self, name: str) -> list[Any]:
+        return [getattr(r, name) for r in self.records]
+
+    def summary(self) -> dict[str, Any]:
+        """``result.json`` content: the settings and the per-query series."""
+        return {**self.settings,
+                "recommended_rank": self.series("recommended_rank"),
+                "regret": self.series("regret"),
+                "query_value": self.series("value"),
+                "seconds": self.series("seconds")}
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.records]
+
+
+class Tuner(ABC):
+    """Base of every tuning method: ask/tell over the target task's cells.
+
+    Args:
+        database: The learning-curve database.
+        source_tasks: Tasks whose curves are known in full (methods without transfer ignore them).
+        target: The task being tuned.
+        profile: Which profile (training seed) of the database to read.
+        metric: The metric to maximise (default ``val_acc``).
+        seed: Seeds every random choice of the run.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        dtype: Floating-point type of the grid (default float64).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
+                 profile: int = 0, metric: str = DEFAULT_METRIC, seed: int = 0,
+                 device: str | torch.device | None = "cpu",
+                 dtype: torch.dtype = torch.float64) -> None:
+        self.database, self.target, self.sources = database, target, tuple(source_tasks)
+        self.profile, self.metric, self.seed = profile, metric, seed
+        self.device = resolve_device(device)
+        self.grid = CurveGrid.from_database(database, self.sources, target, profile, metric,
+                                            dtype, self.device)
+        self._column = {c: i for i, c in enumerate(self.grid.config_ids)}
+        self.generator = torch.Generator().manual_seed(seed)
+        C, E = self.grid.shape[1:]
+        self.available = torch.ones(C, E, dtype=torch.bool, device=self.device)
+        """Cells that can be trained (replay restricts this to the oracle's observed cells)."""
+
+    # ------------------------------------------------------------------ cells
+    @property
+    def observed(self) -> torch.Tensor:
+        """``(C, E)`` bool: the target cells observed so far."""
+        return self.grid.observed[-1]
+
+    def _trainable(self) -> torch.Tensor:
+        """``(C,)`` bool: configurations whose next epoch exists and can be trained."""
+        done = self.grid.epochs_done()
+        E = self.grid.shape[-1]
+        nxt = self.available.gather(1, done.clamp_max(E - 1).unsqueeze(-1)).squeeze(-1)
+        return (done < E) & nxt
+
+    def candidates(self) -> torch.Tensor:
+        """``(C, E)`` bool: unobserved cells of configurations that can be trained next."""
+        return ~self.observed & self._trainable().unsqueeze(-1)
+
+    def next_epoch(self, config_id: int) -> int:
+        """The epoch (1-based) that configuration ``config_id`` would train next."""
+        return int(self.grid.epochs_done()[self._index(config_id)]) + 1
+
+    def _index(self, config_id: int) -> int:
+        try:
+            return self._column[int(config_id)]
+        except KeyError:
+            raise KeyError(f"unknown configuration id {config_id}") from None
+
+    # ------------------------------------------------------------------ ask / tell
+    @abstractmethod
+    def ask(self) -> Query:
+        """The next query: a configuration and the epoch to train it for."""
+
+    def tell(self, config_id: int, epoch: int, value: float) -> None:
+        """Report the observed ``value`` of ``config_id`` after ``epoch`` epochs (in order)."""
+        c = self._index(config_id)
+        expected = self.next_epoch(config_id)
+        if epoch != expected:
+            raise ValueError(f"configuration {config_id}: epochs are observed in order; "
+                             f"expected epoch {expected}, got {epoch}")
+        if not np.isfinite(value):
+            raise ValueError(f"configuration {config_id}, epoch {epoch}: value {value} "
+                             "is not finite")
+        self.grid.values[-1, c, epoch - 1] = float(value)
+        self._observed()
+
+    def _observed(self) -> None:
+        """Hook after each :meth:`tell` (models refit here)."""
+
+    def recommend(self) -> int:
+        """The configuration recommended now; by default the best value observed so far."""
+        values = torch.where(self.observed, self.grid.values[-1], -torch.inf)
+        return self.grid.config_ids[int(values.max(-1).values.argmax())]
+
+    # ------------------------------------------------------------------ replay
+    def settings(self) -> dict[str, Any]:
+        """What a record needs to reproduce the run."""
+        return {"method": self.name, "database": self.database.name,
+                "database_path": str(self.database.path), "sources": list(self.sources),
+                "target": self.target, "profile": self.profile, "metric": self.metric,
+                "seed": self.seed, "device": str(self.device)}
+
+    def tune(self, budget: int, progress: bool = True) -> TuningResult:
+        """Replay ``budget`` queries with the database's target curves as the oracle."""
+        db = self.database
+        oracle = db.curves(self.metric, [self.target], self.profile)[0]
+        self.available = torch.as_tensor(~np.isnan(oracle), device=self.device)
+        rank = db.ranking(self.target, self.metric, self.profile)
+        final = db.final_values(self.target, self.metric, self.profile)
+        best, worst = np.nanmax(final), np.nanmin(final)
+        result = TuningResult({})
+        for index in tqdm(range(1, budget + 1), desc=f"{self.name} {self.target}",
+                          disable=not progress, leave=False):
+            start = time.perf_counter()
+            query = self.ask()
+            c = self._index(query.config_id)
+            value = float(oracle[c, query.epoch - 1])
+            self.tell(query.config_id, query.epoch, value)
+            recommended = self.recommend()
+            r = self._index(recommended)
+            regret = float((best - final[r]) / (best - worst)) if best > worst else 0.0
+            result.records.append(QueryRecord(
+                index, query.config_id, query.epoch, value, query.ucb, query.mean, recommended,
+                int(rank[r]), regret, time.perf_counter() - start))
+        result.settings = {**self.settings(), "budget": budget}
+        return result
+
+
+ENGINES = {"exact": ExactEngine}
+
+
+class AT2Tuner(Tuner):
+    """Amortized Auto-Tuning: the AT2 surrogate with UCB over (configuration, next epoch).
+
+    Args:
+        database, source_tasks, target: As :class:`Tuner`.
+        engine: ``"exact"`` (default) or ``"variational"``.
+        beta: UCB exploration weight (default 0.25).
+        engine_options: Passed to the engine (e.g. ``fit_steps``, ``refit_steps``).
+        **kwargs: ``profile``, ``metric``, ``seed``, ``device``, ``dtype`` as :class:`Tuner`.
+    """
+
+    name = "at2"
+
+    def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
+                 engine: str = "exact", beta: float = 0.25,
+                 engine_options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(database, source_tasks, target, **kwargs)
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)  # the MLP's initial weights
+            model = AT2Surrogate(database.space, len(self.sources) + 1)
+        model.initialize_from(self.grid)
+        self.engine_name, self.engine_options = engine, dict(engine_options or {})
+        self.engine = ENGINES[engine](model, self.grid, **self.engine_options)
+        self.acquisition = UpperConfidenceBound(beta)
+        self.fit_seconds: float | None = None
+        self._posterior: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def fit(self) -> None:
+        """The offline phase: fit the surrogate to the source curves (and any target data)."""
+        start = time.perf_counter()
+        history = self.engine.fit()
+        self.fit_seconds = time.perf_counter() - start
+        log.info("%s engine fitted in %.1f s (log-likelihood per datum %.3f)",
+                 self.engine.name, self.fit_seconds, history[-1] if history else float("nan"))
+
+    def posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and variance ``(C, E)`` of the target curves (cached until a tell)."""
+        if self.fit_seconds is None:
+            self.fit()
+        if self._posterior is None:
+            self._posterior = self.engine.posterior_grid()
+        return self._posterior
+
+    def ask(self) -> Query:
+        mean, var = self.posterior()
+        scores = self.acquisition(mean, var)
+        c, e = best_cell(scores, self.candidates(), self.generator)
+        config_id = self.grid.config_ids[c]
+        epoch = self.next_epoch(config_id)
+        return Query(config_id, epoch, float(scores[c, e]), float(mean[c, epoch - 1]))
+
+    def _observed(self) -> None:
+        self._posterior = None
+        if self.fit_seconds is not None:
+            self.engine.update()
+
+    def recommend(self) -> int:
+        """The configuration with the highest posterior mean over all its cells."""
+        mean, _ = self.posterior()
+        return self.grid.config_ids[int(mean.max(-1).values.argmax())]
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "engine": self.engine_name, "beta": self.acquisition.beta,
+                "engine_options": self.engine_options, "fit_seconds": self.fit_seconds}
