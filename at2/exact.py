@@ -6,8 +6,8 @@ published databases. Sources with gaps are refused (use the variational engine t
 
 With ``K_T``, ``K_C``, ``K_E`` the task, configuration and epoch kernel matrices and ``D`` the
 sources' noise variances (one per task), the covariance of the source block is
-``A = K_SS (x) K_C (x) K_E + D (x) I (x) I = D^1/2 (K~ (x) K_C (x) K_E + I) D^1/2`` with the whitened
-task factor ``K~ = D^-1/2 K_SS D^-1/2``. With the eigendecompositions of the three factors,
+``A = K_SS (x) K_C (x) K_E + D (x) I (x) I = D^1/2 (K~ (x) K_C (x) K_E + I) D^1/2`` with the
+whitened task factor ``K~ = D^-1/2 K_SS D^-1/2``. With the eigendecompositions of the three factors,
 ``A^-1`` and ``log det A`` come from the ``S C E`` eigenvalue products; a solve is three mode-wise
 products. The m target cells enter through the m x m Schur complement
 ``S = K_tt + s2_t I - B' A^-1 B``, whose columns ``B[:, j] = k_tS (x) K_C[:, c_j] (x) K_E[:, e_j]``
@@ -23,8 +23,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+from gpytorch.distributions import MultivariateNormal
 from torch import Tensor
 
+from .engine import Engine
 from .linalg import kron_mv, safe_eigh
 from .model import AT2Surrogate, CurveGrid
 
@@ -34,6 +36,14 @@ class _Solve:
     """The factorisation of the observed covariance for the current hyper-parameters."""
 
     n: int  # number of observations
+    K_T: Tensor  # (T, T) task covariance
+    means: Tensor  # (T,) constant means
+    root: Tensor  # (S,) square roots of the sources' noise variances
+    Q_T: Tensor  # (S, S) eigenvectors of the whitened source task covariance
+    Q_C: Tensor  # (C, C)
+    Q_E: Tensor  # (E, E)
+    W: Tensor  # (S, C, E) 1 / (l_T l_C l_E + 1)
+    alpha: Tensor  # (S, C, E) whitened A^-1 y_S
     quad: Tensor  # y' K^-1 y
     logdet: Tensor  # log det K
     k_tS: Tensor  # (S,) target-source task covariances, whitened by the sources' noise
@@ -55,7 +65,7 @@ class _Solve:
         return -0.5 * (self.quad + self.logdet + self.n * math.log(2 * math.pi)) / self.n
 
 
-class ExactEngine:
+class ExactEngine(Engine):
     """Exact inference and marginal-likelihood fitting for :class:`AT2Surrogate` on a grid.
 
     Args:
@@ -139,8 +149,8 @@ class ExactEngine:
         beta = torch.cholesky_solve(residual.unsqueeze(-1), chol).squeeze(-1)
         quad = quad + residual @ beta
         logdet = logdet + 2 * torch.log(torch.diagonal(chol)).sum()
-        return _Solve(S * C * E + m, quad, logdet, k_tS, k_tt, mean_t, K_C, K_E, U_C, U_E, W_t,
-                      alpha_t, (c, e), G, chol, beta)
+        return _Solve(S * C * E + m, K_T, means, root, Q_T, Q_C, Q_E, W, alpha, quad, logdet, k_tS,
+                      k_tt, mean_t, K_C, K_E, U_C, U_E, W_t, alpha_t, (c, e), G, chol, beta)
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -161,3 +171,44 @@ class ExactEngine:
         prior = s.k_tt * torch.diagonal(s.K_C)[:, None] * torch.diagonal(s.K_E)[None, :]
         var = prior - source_part - (v**2).sum(0).view_as(prior)
         return mean, var.clamp_min(1e-12)
+
+    def predict(self, X: Tensor) -> MultivariateNormal:
+        """Joint posterior of the latent curves at arbitrary rows (any task, any configuration).
+
+        Args:
+            X: ``(..., q, D + 2)`` rows ``[task index, encoding, t]`` (see :class:`CurveGrid`).
+
+        Returns:
+            A ``MultivariateNormal`` with mean ``(..., q)`` and covariance ``(..., q, q)``;
+            differentiable with respect to ``X``'s encodings and ``t``.
+        """
+        with torch.no_grad():
+            s = self._solve()
+        model, grid = self.model, self.grid
+        task, x, t = X[..., 0].long(), X[..., 1:-1], X[..., -1:]
+        S = s.root.numel()
+        k_task = s.K_T[task]  # (..., q, T)
+        k_S = k_task[..., :S] / s.root  # whitened source covariances
+        k_c = model.config_kernel.forward(x, grid.encodings)  # (..., q, C)
+        k_e = model.epoch_kernel.forward(t, grid.t.unsqueeze(-1))  # (..., q, E)
+        u_T, u_C, u_E = k_S @ s.Q_T, k_c @ s.Q_C, k_e @ s.Q_E
+
+        source_mean = torch.einsum("...qs,...qc,...qsc->...q", k_S, k_c,
+                                   torch.einsum("...qe,sce->...qsc", k_e, s.alpha))
+        c, e = s.cells
+        u_target = s.Q_T.mT @ s.k_tS  # the target's row in the eigenbasis
+        R = torch.einsum("...qi,i,iab->...qab", u_T, u_target, s.W) * (
+            u_C.unsqueeze(-1) * u_E.unsqueeze(-2))
+        H = ((R @ s.U_E[e].mT) * s.U_C[c].mT).sum(-2)  # (..., q, m)
+        w = H - k_task[..., -1:] * k_c[..., c] * k_e[..., e]
+        mean = s.means[task] + source_mean - w @ s.beta
+
+        prior = (s.K_T[task.unsqueeze(-1), task.unsqueeze(-2)]
+                 * model.config_kernel.forward(x, x) * model.epoch_kernel.forward(t, t))
+        pair_C = u_C.unsqueeze(-2) * u_C.unsqueeze(-3)  # (..., q, q, C)
+        pair_E = u_E.unsqueeze(-2) * u_E.unsqueeze(-3)
+        per_task = torch.einsum("...pqa,iab,...pqb->...pqi", pair_C, s.W, pair_E)
+        source_part = (per_task * u_T.unsqueeze(-2) * u_T.unsqueeze(-3)).sum(-1)
+        v = torch.linalg.solve_triangular(s.chol, w.mT, upper=False)  # (..., m, q)
+        cov = prior - source_part - v.mT @ v
+        return MultivariateNormal(mean, cov)

@@ -2,8 +2,8 @@
 (one variance per task).
 
 Inputs of the full model are rows ``x = [task index, configuration encoding (D), t]`` with ``t`` the
-epoch scaled to (0, 1]; :meth:`AT2Surrogate.covar_module` is the product kernel over those
-columns. The engines in :mod:`at2.exact` and :mod:`at2.variational` share these modules: the exact
+epoch scaled to (0, 1]; ``AT2Surrogate.covar_module`` is the product kernel over those columns.
+The engines in :mod:`at2.exact` and :mod:`at2.variational` share these modules: the exact
 engine evaluates each factor on its own grid, the variational engine the product on points.
 
 :class:`CurveGrid` holds the data both engines see: T tasks (sources first, the target last) on a
@@ -169,12 +169,8 @@ class AT2Surrogate(nn.Module):
         self.epoch_kernel = FreezeThawKernel()
         self.mean = TaskConstantMean(num_tasks)
         self.likelihood = TaskGaussianLikelihood(num_tasks)
-
-    @property
-    def covar_module(self) -> Kernel:
-        """The product kernel over input rows ``[task, encoding (D), t]``."""
-        d = self.space.dim
-        return _ColumnProduct(self.task_kernel, self.config_kernel, self.epoch_kernel, d)
+        self.covar_module = ColumnProductKernel(self.task_kernel, self.config_kernel,
+                                                self.epoch_kernel, space.dim)
 
     @torch.no_grad()
     def initialize_from(self, grid: CurveGrid) -> None:
@@ -199,8 +195,12 @@ class AT2Surrogate(nn.Module):
         self.likelihood.noise = (variance * 1e-2).clamp_min(1e-5).expand(grid.values.shape[0])
 
 
-class _ColumnProduct(Kernel):
-    """``k_task(x[0]) * k_config(x[1:D+1]) * k_epoch(x[D+1])`` on full input rows."""
+class ColumnProductKernel(Kernel):
+    """``k_task(x[0]) * k_config(x[1:D+1]) * k_epoch(x[D+1])`` on full input rows ``(..., n, D+2)``.
+
+    A dense elementwise product: gpytorch's ``ProductKernel`` turns products of square blocks into
+    ``MulLinearOperator``s, which use approximate root decompositions.
+    """
 
     def __init__(self, task: Kernel, config: Kernel, epoch: Kernel, dim: int) -> None:
         super().__init__()

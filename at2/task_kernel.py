@@ -112,4 +112,8 @@ class TaskSimilarityKernel(Kernel):
         i, j = x1[..., 0].long(), x2[..., 0].long()
         if diag:
             return k[i, j]
-        return k[i.unsqueeze(-1), j.unsqueeze(-2)]
+        # one-hot products rather than k[i, j] with an (n, m) index: the backward of the latter
+        # scatters n * m values into T x T (index_put), the costliest op of a minibatch step
+        left = torch.nn.functional.one_hot(i, self.num_tasks).to(k)
+        right = torch.nn.functional.one_hot(j, self.num_tasks).to(k)
+        return left @ k @ right.mT

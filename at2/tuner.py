@@ -26,6 +26,7 @@ from hyperrec.database import DEFAULT_METRIC, Database
 from .acquisition import UpperConfidenceBound, best_cell
 from .exact import ExactEngine
 from .model import AT2Surrogate, CurveGrid
+from .variational import VariationalEngine
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,9 @@ class Tuner(ABC):
         self.grid.values[-1, c, epoch - 1] = float(value)
         self._observed()
 
+    def prepare(self) -> None:
+        """Hook before the first query of a replay (models do their offline fit here)."""
+
     def _observed(self) -> None:
         """Hook after each :meth:`tell` (models refit here)."""
 
@@ -190,6 +194,7 @@ class Tuner(ABC):
         final = db.final_values(self.target, self.metric, self.profile)
         best, worst = np.nanmax(final), np.nanmin(final)
         result = TuningResult({})
+        self.prepare()
         for index in tqdm(range(1, budget + 1), desc=f"{self.name} {self.target}",
                           disable=not progress, leave=False):
             start = time.perf_counter()
@@ -207,7 +212,8 @@ class Tuner(ABC):
         return result
 
 
-ENGINES = {"exact": ExactEngine}
+ENGINES = {"exact": ExactEngine, "variational": VariationalEngine}
+ENGINE_DTYPES = {"exact": torch.float64, "variational": torch.float32}
 
 
 class AT2Tuner(Tuner):
@@ -218,7 +224,8 @@ class AT2Tuner(Tuner):
         engine: ``"exact"`` (default) or ``"variational"``.
         beta: UCB exploration weight (default 0.25).
         engine_options: Passed to the engine (e.g. ``fit_steps``, ``refit_steps``).
-        **kwargs: ``profile``, ``metric``, ``seed``, ``device``, ``dtype`` as :class:`Tuner`.
+        **kwargs: ``profile``, ``metric``, ``seed``, ``device``, ``dtype`` as :class:`Tuner`; the
+            dtype defaults to float64 for the exact engine and float32 for the variational one.
     """
 
     name = "at2"
@@ -226,31 +233,45 @@ class AT2Tuner(Tuner):
     def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
                  engine: str = "exact", beta: float = 0.25,
                  engine_options: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(database, source_tasks, target, **kwargs)
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
+        kwargs.setdefault("dtype", ENGINE_DTYPES[engine])
+        super().__init__(database, source_tasks, target, **kwargs)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)  # the MLP's initial weights
             model = AT2Surrogate(database.space, len(self.sources) + 1)
         model.initialize_from(self.grid)
         self.engine_name, self.engine_options = engine, dict(engine_options or {})
+        if engine == "variational":
+            self.engine_options.setdefault("seed", self.seed)
         self.engine = ENGINES[engine](model, self.grid, **self.engine_options)
         self.acquisition = UpperConfidenceBound(beta)
         self.fit_seconds: float | None = None
         self._posterior: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def fit(self) -> None:
-        """The offline phase: fit the surrogate to the source curves (and any target data)."""
+        """The offline phase: fit the surrogate to the source curves (and any target data).
+
+        Without target observations the target's constant mean gets no gradient; it then starts
+        at the average fitted source mean (with the pinned epoch kernel, the value at epoch 0).
+        """
         start = time.perf_counter()
         history = self.engine.fit()
+        if not self.observed.any():  # no target data moved its mean: start it as a typical source
+            with torch.no_grad():
+                means = self.engine.model.mean.constants
+                means[-1] = means[:-1].mean()
         self.fit_seconds = time.perf_counter() - start
         log.info("%s engine fitted in %.1f s (log-likelihood per datum %.3f)",
                  self.engine.name, self.fit_seconds, history[-1] if history else float("nan"))
 
-    def posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and variance ``(C, E)`` of the target curves (cached until a tell)."""
+    def prepare(self) -> None:
         if self.fit_seconds is None:
             self.fit()
+
+    def posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and variance ``(C, E)`` of the target curves (cached until a tell)."""
+        self.prepare()
         if self._posterior is None:
             self._posterior = self.engine.posterior_grid()
         return self._posterior

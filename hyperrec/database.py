@@ -90,12 +90,13 @@ def _fsync(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _atomic_file(path: Path, copy_from: Path | None = None) -> Iterator[Path]:
+def atomic_file(path: str | Path, copy_from: str | Path | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it over ``path`` atomically.
 
     ``copy_from`` seeds the temporary with an existing file. On any exception (or a kill) the
     original ``path`` is untouched; the temporary is removed where the process still can.
     """
+    path = Path(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
@@ -176,7 +177,7 @@ class Database:
         if epochs < 1:
             raise DatabaseError(f"epochs must be >= 1, got {epochs}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(path), _atomic_file(path) as tmp:
+        with _locked(path), atomic_file(path) as tmp:
             with h5py.File(tmp, "w") as f:
                 f.attrs.update(format=FORMAT, schema_version=SCHEMA_VERSION, name=name,
                                space=space.to_json(), pairs="[]", epochs=epochs,
@@ -328,7 +329,7 @@ class Database:
         """
         with _locked(self.path):
             self._load()  # another writer may have changed the file since it was opened
-            with _atomic_file(self.path, copy_from=self.path) as tmp:
+            with atomic_file(self.path, copy_from=self.path) as tmp:
                 with h5py.File(tmp, "r+") as f:
                     yield DatabaseWriter(f, self.space)
                 Database(tmp)  # refuse to install a file this library cannot read back

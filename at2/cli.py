@@ -1,0 +1,134 @@
+"""``at2`` command line: tune a target task with AT2 on a learning-curve database."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from hyperrec.database import DEFAULT_METRIC, Database, DatabaseError
+
+from . import records
+from .tuner import ENGINES, AT2Tuner, TuningResult
+
+log = logging.getLogger("at2")
+
+TUNE_DEFAULTS: dict[str, Any] = {
+    "database": None, "source": None, "target": None, "pair": None, "profile": 0,
+    "metric": DEFAULT_METRIC, "budget": 100, "engine": "exact", "beta": 0.25, "seed": 0,
+    "device": "auto", "engine_options": {}, "out": None,
+}
+
+
+def _csv(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def _options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["fit_steps=100", "lr=0.05"]`` -> ``{"fit_steps": 100, "lr": 0.05}`` (YAML scalars)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option expects KEY=VALUE, got {pair!r}")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def resolve_tune_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge ``--config`` YAML, command-line flags and the database's published pair."""
+    config = dict(TUNE_DEFAULTS)
+    if args.config:
+        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        unknown = sorted(set(loaded) - set(TUNE_DEFAULTS))
+        if unknown:
+            raise ValueError(f"{args.config}: unknown key(s) {unknown}; allowed: "
+                             f"{sorted(TUNE_DEFAULTS)}")
+        config.update(loaded)
+    config.update({k: v for k, v in vars(args).items() if k in TUNE_DEFAULTS and v is not None})
+    config["engine_options"] = {**config["engine_options"], **_options(args.option or [])}
+    for key in ("database", "out"):
+        if not config[key]:
+            raise ValueError(f"--{key} is required")
+    db = Database.open(config["database"])
+    if config["pair"] is not None and (config["source"] or config["target"]):
+        raise ValueError("give either --pair or --source/--target, not both")
+    if config["pair"] is not None:
+        pair = db.pair(int(config["pair"]))
+        config["source"], config["target"] = list(pair.sources), pair.target
+    if not config["source"] or not config["target"]:
+        raise ValueError("give --source and --target, or --pair K for a published pair")
+    if isinstance(config["source"], str):
+        config["source"] = _csv(config["source"])
+    if config["engine"] not in ENGINES:
+        raise ValueError(f"unknown engine {config['engine']!r}; choose from {sorted(ENGINES)}")
+    db.task_index([*config["source"], config["target"]])  # unknown task names fail here
+    allowed = set(inspect.signature(ENGINES[config["engine"]]).parameters) - {"model", "grid"}
+    unknown = sorted(set(config["engine_options"]) - allowed)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for the {config['engine']} engine; "
+                         f"allowed: {sorted(allowed)}")
+    return config
+
+
+def tune(config: dict[str, Any], progress: bool = True) -> TuningResult:
+    """Run ``at2 tune`` for a resolved configuration and write its record directory."""
+    db = Database.open(config["database"])
+    tuner = AT2Tuner(db, config["source"], config["target"], engine=config["engine"],
+                     beta=config["beta"], engine_options=config["engine_options"],
+                     profile=config["profile"],
+                     metric=config["metric"], seed=config["seed"], device=config["device"])
+    out = Path(config["out"])
+    records.write_config(out, {**config, "device": str(tuner.device),
+                               "torch": str(torch.__version__)})
+    result = tuner.tune(config["budget"], progress=progress)
+    records.write_result(out, result)
+    ranks = result.series("recommended_rank")
+    log.info("%s -> %s: recommended rank %s after %d queries (offline fit %.1f s, %.3f s/query)",
+             ",".join(config["source"]), config["target"], ranks[-1], len(ranks),
+             tuner.fit_seconds, sum(result.series("seconds")) / max(len(ranks), 1))
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="at2", description=__doc__)
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("tune", help="tune a target task by replaying its curves from a database")
+    t.add_argument("--config", help="YAML file with any of the options below")
+    t.add_argument("--database", help="database file (.h5)")
+    t.add_argument("--source", help="comma-separated source tasks")
+    t.add_argument("--target", help="target task")
+    t.add_argument("--pair", type=int, help="use the database's published pair K instead")
+    t.add_argument("--profile", type=int, help="profile (training seed) to read; default 0")
+    t.add_argument("--metric", help=f"metric to maximise; default {DEFAULT_METRIC}")
+    t.add_argument("--budget", type=int, help="number of queries (epochs); default 100")
+    t.add_argument("--engine", choices=sorted(ENGINES), help="inference engine; default exact")
+    t.add_argument("--beta", type=float, help="UCB exploration weight; default 0.25")
+    t.add_argument("--seed", type=int, help="seed of the run; default 0")
+    t.add_argument("--device", help="auto (default), cpu or cuda")
+    t.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="engine option, repeatable (exact: fit_steps, refit_steps, lr; "
+                        "variational: epochs, refit_epochs, inducing, batch_size, lr, momentum, "
+                        "warmup_ratio)")
+    t.add_argument("--out", help="record directory")
+    t.set_defaults(run=lambda args: tune(resolve_tune_config(args), progress=not args.quiet))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except (DatabaseError, KeyError, IndexError, ValueError, OSError) as err:
+        log.error("%s", err)
+        return 1
+    return 0
