@@ -43,14 +43,17 @@ def published(at2_data, tmp_path_factory) -> dict[str, Database]:
 
 def make_tiny_db(path: Path, tasks: int = 3, configs: int = 6, profiles: int = 2,
                  epochs: int = 5, seed: int = 0) -> Database:
-    """A small complete HyperRec-space database with smooth synthetic learning curves."""
+    """A small complete HyperRec-space database of smooth synthetic learning curves on related
+    tasks: each configuration has a quality shared by all tasks, each task its own scale."""
     rng = np.random.default_rng(seed)
     space = hyperrec_space()
     names = [f"task{t}" for t in range(tasks)]
     t = np.arange(1, epochs + 1) / epochs
-    final = rng.uniform(0.3, 0.9, size=(profiles, tasks, configs, 1))
-    curves = final * (1 - np.exp(-4 * t)) + 0.01 * rng.standard_normal((profiles, tasks,
-                                                                         configs, epochs))
+    quality = rng.uniform(0.3, 0.9, size=(1, 1, configs, 1))
+    scale = rng.uniform(0.8, 1.1, size=(1, tasks, 1, 1))
+    rate = rng.uniform(2, 6, size=(1, 1, configs, 1))
+    curves = (quality * scale * (1 - np.exp(-rate * t))
+              + 0.005 * rng.standard_normal((profiles, tasks, configs, epochs)))
     with Database.build(path, space, name="tiny", epochs=epochs) as w:
         w.add_tasks(names, [{"classes": 10}] * tasks)
         w.add_configs(space.sample(configs, seed=seed))

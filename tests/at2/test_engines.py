@@ -1,0 +1,176 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from at2.exact import ExactEngine
+from at2.model import AT2Surrogate, CurveGrid
+from at2.variational import VariationalEngine, warmup_linear
+from hyperrec.spaces import hyperrec_space
+
+
+def small_grid(T=4, C=6, E=5, seed=1) -> CurveGrid:
+    """Random curves: complete sources, a target observed on a few cells in no special order."""
+    space = hyperrec_space()
+    torch.manual_seed(seed)
+    values = torch.rand(T, C, E, dtype=torch.float64)
+    values[-1] = float("nan")
+    values[-1, 0, :3] = torch.rand(3, dtype=torch.float64)
+    values[-1, 2, 0] = 0.3
+    values[-1, 5, :] = torch.rand(E, dtype=torch.float64)
+    encodings = torch.as_tensor(space.encode(space.sample(C, seed=seed)))
+    return CurveGrid(values, encodings, [f"t{i}" for i in range(T)], list(range(C)))
+
+
+def model_for(grid: CurveGrid) -> AT2Surrogate:
+    torch.manual_seed(0)
+    model = AT2Surrogate(hyperrec_space(), grid.shape[0])
+    model.initialize_from(grid)
+    model.likelihood.noise = torch.tensor([1e-3, 2e-3, 5e-4, 3e-3], dtype=torch.float64)
+    return model
+
+
+def dense_reference(model: AT2Surrogate, grid: CurveGrid):
+    """The same GP by brute force: the full Kronecker covariance restricted to observed cells."""
+    T, C, E = grid.shape
+    with torch.no_grad():
+        t = grid.t.unsqueeze(-1)
+        K = torch.kron(torch.kron(model.task_kernel.matrix(),
+                                  model.config_kernel.forward(grid.encodings, grid.encodings)),
+                       model.epoch_kernel.forward(t, t))
+        obs = grid.observed.flatten()
+        mu = model.mean.constants.repeat_interleave(C * E)
+        noise = model.likelihood.noise.repeat_interleave(C * E)
+        L = torch.linalg.cholesky(K[obs][:, obs] + torch.diag(noise[obs]))
+        r = grid.values.flatten()[obs] - mu[obs]
+        alpha = torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
+        mll = -0.5 * (r @ alpha + 2 * torch.log(torch.diagonal(L)).sum()
+                      + len(r) * math.log(2 * math.pi)) / len(r)
+        target = torch.zeros(T, C, E, dtype=torch.bool)
+        target[-1] = True
+        Ks = K[target.flatten()][:, obs]
+        mean = mu[target.flatten()] + Ks @ alpha
+        v = torch.linalg.solve_triangular(L, Ks.T, upper=False)
+        var = torch.diagonal(K[target.flatten()][:, target.flatten()]) - (v**2).sum(0)
+    return mll, mean.view(C, E), var.view(C, E), (K, obs, L, alpha, mu)
+
+
+def test_exact_engine_equals_the_dense_gp():
+    grid = small_grid()
+    model = model_for(grid)
+    engine = ExactEngine(model, grid)
+    model.task_kernel.update(grid.values, grid.observed)
+    mll, mean, var, _ = dense_reference(model, grid)
+    with torch.no_grad():
+        torch.testing.assert_close(engine._solve().mll(), mll)
+    m, v = engine.posterior_grid()
+    torch.testing.assert_close(m, mean)
+    torch.testing.assert_close(v, var)
+
+
+def test_exact_likelihood_gradients_equal_the_dense_ones():
+    grid = small_grid()
+    model = model_for(grid)
+    engine = ExactEngine(model, grid)
+    model.task_kernel.update(grid.values, grid.observed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    fast = torch.autograd.grad(engine._solve().mll(), params, allow_unused=True)
+    T, C, E = grid.shape
+    t = grid.t.unsqueeze(-1)
+    K = torch.kron(torch.kron(model.task_kernel.matrix(),
+                              model.config_kernel.forward(grid.encodings, grid.encodings)),
+                   model.epoch_kernel.forward(t, t))
+    obs = grid.observed.flatten()
+    mu = model.mean.constants.repeat_interleave(C * E)[obs]
+    cov = K[obs][:, obs] + torch.diag(model.likelihood.noise.repeat_interleave(C * E)[obs])
+    dense = torch.distributions.MultivariateNormal(mu, cov).log_prob(grid.values.flatten()[obs])
+    slow = torch.autograd.grad(dense / obs.sum(), params, allow_unused=True)
+    for a, b in zip(fast, slow):
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_exact_pointwise_posterior_equals_the_dense_gp_anywhere():
+    grid = small_grid()
+    model = model_for(grid)
+    engine = ExactEngine(model, grid)
+    model.task_kernel.update(grid.values, grid.observed)
+    _, _, _, (K, obs, L, alpha, mu) = dense_reference(model, grid)
+    space = hyperrec_space()
+    new = torch.as_tensor(space.encode(space.sample(3, seed=7)))
+    X = torch.stack([torch.cat([torch.tensor([float(task)], dtype=torch.float64), new[c],
+                                torch.tensor([t], dtype=torch.float64)])
+                     for task, c, t in [(3, 0, 0.5), (3, 1, 0.93), (1, 2, 0.3), (0, 0, 1.0)]])
+    T, C, E = grid.shape
+    rows = torch.cat([grid.inputs(task, torch.arange(C).repeat_interleave(E),
+                                  torch.arange(E).repeat(C)) for task in range(T)])
+    with torch.no_grad():
+        cross = model.covar_module.forward(X, rows)[:, obs]
+        mean = model.mean.constants[X[:, 0].long()] + cross @ alpha
+        v = torch.linalg.solve_triangular(L, cross.T, upper=False)
+        cov = model.covar_module.forward(X, X) - v.T @ v
+    post = engine.predict(X)
+    torch.testing.assert_close(post.mean.detach(), mean)
+    torch.testing.assert_close(post.covariance_matrix.detach(), cov)
+    batched = engine.predict(X.reshape(2, 2, -1))
+    assert batched.mean.shape == (2, 2) and batched.covariance_matrix.shape == (2, 2, 2)
+
+
+def test_exact_engine_refuses_sources_with_gaps():
+    grid = small_grid()
+    grid.values[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"complete source curves; missing cells: \{'t1': 1\}"):
+        ExactEngine(model_for(grid), grid)
+
+
+@pytest.mark.parametrize("engine_class, options", [
+    (ExactEngine, {"fit_steps": 150}),
+    (VariationalEngine, {"epochs": 200, "inducing": 64, "batch_size": 64, "lr": 0.05}),
+])
+def test_fit_predicts_a_related_target_better_than_a_constant(tiny_db, engine_class, options):
+    """Target curves are observed for half the configurations; the rest are predicted."""
+    names = tiny_db.tasks
+    grid = CurveGrid.from_database(tiny_db, names[1:], names[0])
+    truth = torch.as_tensor(tiny_db.curves(tasks=[names[0]], profile=0)[0])
+    grid.values[-1, ::2] = truth[::2]
+    if engine_class is VariationalEngine:
+        grid = CurveGrid(grid.values.float(), grid.encodings.float(), grid.tasks, grid.config_ids)
+    torch.manual_seed(0)
+    model = AT2Surrogate(tiny_db.space, len(names))
+    model.initialize_from(grid)
+    engine = engine_class(model, grid, **options)
+    history = engine.fit()
+    assert history[-1] > history[0]
+    mean, var = engine.posterior_grid()
+    assert mean.shape == var.shape == truth.shape and (var > 0).all()
+    held_out = truth[1::2].to(mean)
+    constant = truth[::2].mean().to(mean)
+    model_error = (mean[1::2] - held_out).pow(2).mean().sqrt()
+    constant_error = (constant - held_out).pow(2).mean().sqrt()
+    assert model_error < 0.5 * constant_error
+
+
+def test_variational_keeps_index_columns_and_positive_epochs(tiny_db):
+    names = tiny_db.tasks
+    grid = CurveGrid.from_database(tiny_db, names[1:], names[0], dtype=torch.float32)
+    model = AT2Surrogate(tiny_db.space, len(names))
+    model.initialize_from(grid)
+    engine = VariationalEngine(model, grid, epochs=3, inducing=32, batch_size=16, lr=0.5)
+    inducing = engine.gp.variational_strategy.inducing_points
+    before = inducing.detach().clone()
+    engine.fit()
+    n_index = 1 + len(tiny_db.space.categorical)
+    torch.testing.assert_close(inducing[:, :n_index], before[:, :n_index])
+    assert not torch.equal(inducing[:, n_index:], before[:, n_index:])
+    assert (inducing[:, -1] > 0).all()
+    X = grid.inputs(2, torch.tensor([0, 1, 2]), torch.tensor([0, 4, 2])).unsqueeze(0)
+    assert engine.predict(X).covariance_matrix.shape == (1, 3, 3)
+
+
+def test_warmup_then_linear_decay():
+    factor = warmup_linear(total_steps=200, warmup_ratio=0.01)
+    values = np.array([factor(s) for s in range(200)])
+    assert values[0] == 0.5 and values[1] == 1.0  # 2 warm-up steps
+    assert values[2] == 1.0 and (np.diff(values[2:]) < 0).all()
+    assert values[-1] == pytest.approx(1 / 198)

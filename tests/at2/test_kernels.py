@@ -1,0 +1,137 @@
+import numpy as np
+import pytest
+import torch
+
+from at2.deep_kernel import DeepPolynomialKernel
+from at2.epoch_kernel import FreezeThawKernel
+from at2.linalg import kron_mv, safe_eigh
+from at2.task_kernel import TaskSimilarityKernel, low_fidelity_distance
+from hyperrec.spaces import hyperrec_space, lcbench_space
+from tests.hyperrec.test_space import nested_space
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def direct_distance(values, observed):
+    """The task kernel's d and r by a plain loop over task pairs (the reference)."""
+    T, N = values.shape
+    d, r = np.zeros((T, T)), np.zeros((T, T))
+    for i in range(T):
+        for j in range(T):
+            both = observed[i] & observed[j]
+            r[i, j] = both.sum() / N
+            if i == j:
+                continue
+            if both.sum() <= 1:
+                d[i, j] = 0.5
+                continue
+            a, b = values[i, both], values[j, both]
+            d[i, j] = np.sum(((a - a.mean()) - (b - b.mean())) ** 2) / both.sum()
+    return d, r
+
+
+def test_task_distance_matches_a_direct_computation():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(size=(5, 40))
+    observed = rng.uniform(size=(5, 40)) < 0.6
+    observed[3] = False
+    observed[3, 7] = True  # one matched cell at most -> d = 0.5
+    d, r = low_fidelity_distance(torch.tensor(np.where(observed, values, np.nan)),
+                                 torch.tensor(observed))
+    d_ref, r_ref = direct_distance(values, observed)
+    np.testing.assert_allclose(d.numpy(), d_ref, atol=1e-12)
+    np.testing.assert_allclose(r.numpy(), r_ref, atol=1e-12)
+    assert d[3, 0] == 0.5 and d[2, 2] == 0
+
+
+def test_task_kernel_values_update_and_gradients():
+    torch.manual_seed(0)
+    kernel = TaskSimilarityKernel(3).double()
+    values = torch.rand(3, 4, 5, dtype=torch.float64)
+    values[2] = values[0] + 0.01 * torch.randn(4, 5, dtype=torch.float64)
+    observed = torch.ones(3, 4, 5, dtype=torch.bool)
+    observed[2, :, 3:] = False  # partial overlap (r < 1), or the discount U would not matter
+    kernel.update(values, observed)
+    d, r = kernel.distance, kernel.matched
+    U, ell, s = kernel.discount, kernel.lengthscale.squeeze(), kernel.outputscale
+    raw = s * torch.exp(-d / (ell * U / (1 + (U - 1) * r)) ** 2)
+    if torch.linalg.eigvalsh(raw).min() >= 0:  # PSD already: the projection changes nothing
+        torch.testing.assert_close(kernel.matrix(), raw)
+    assert kernel.matrix()[0, 2] > kernel.matrix()[0, 1]  # task 2 is a near-copy of task 0
+    x = torch.tensor([[0.0], [2.0], [1.0]], dtype=torch.float64)
+    K = kernel(x, x).to_dense()
+    assert K.shape == (3, 3) and torch.allclose(K, K.T)
+    batch = kernel(x.expand(2, 3, 1), x[:2].expand(2, 2, 1)).to_dense()
+    assert batch.shape == (2, 3, 2)
+    K.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in
+               (kernel.raw_outputscale, kernel.raw_lengthscale, kernel.raw_discount))
+    before = kernel.distance.clone()
+    observed[1, :, 1:] = False  # fewer observations for task 1: its distances change
+    kernel.update(values, observed)
+    assert not torch.equal(before[1], kernel.distance[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_freeze_thaw_kernel_is_symmetric_psd_and_pinned(dtype):
+    kernel = FreezeThawKernel(alpha=1.3, beta=0.4, outputscale=2.0).to(dtype)
+    t = (torch.arange(1, 76, dtype=dtype) / 75).unsqueeze(-1)
+    K = kernel(t, t).to_dense().detach()
+    assert torch.allclose(K, K.T)
+    assert torch.linalg.eigvalsh(K.double()).min() > -1e-5 * K.abs().max()
+    torch.testing.assert_close(kernel(t, t, diag=True).detach(), torch.diagonal(K))
+    tiny = torch.tensor([[1e-6]], dtype=dtype)
+    assert kernel(tiny, tiny).to_dense().abs().item() < 1e-5  # pinned at t = 0
+    assert (torch.diff(torch.diagonal(K)) > 0).all()  # variance grows with the epoch
+    t2 = torch.rand(2, 7, 1, dtype=dtype)
+    assert kernel(t2, t2[:, :3]).to_dense().shape == (2, 7, 3)
+    kernel(t, t).to_dense().sum().backward()
+    assert all(p.grad is not None for p in kernel.parameters())
+
+
+@pytest.mark.parametrize("make_space", [hyperrec_space, lcbench_space, nested_space])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_deep_kernel_on_any_space(make_space, dtype):
+    torch.manual_seed(0)
+    space = make_space()
+    kernel = DeepPolynomialKernel(space).to(dtype)
+    x = torch.as_tensor(space.encode(space.sample(30, seed=1)), dtype=dtype)
+    K = kernel(x, x).to_dense()
+    assert K.shape == (30, 30)
+    torch.testing.assert_close(torch.diagonal(K), torch.ones(30, dtype=dtype))  # normalised
+    assert torch.linalg.eigvalsh(K.detach().double()).min() > -1e-5
+    assert kernel(x.expand(3, 30, -1), x[:4].expand(3, 4, -1)).to_dense().shape == (3, 30, 4)
+    K.sum().backward()
+    assert kernel.features.mlp[0].weight.grad.abs().sum() > 0
+    if space.categorical:
+        assert kernel.features.embeddings[0].weight.grad.abs().sum() > 0
+
+
+def test_safe_eigh_gradient_is_exact_with_repeated_eigenvalues():
+    torch.manual_seed(0)
+    X = torch.randn(5, 2, dtype=torch.float64)
+    y = torch.arange(7, dtype=torch.float64)
+
+    def via_eigh(X):
+        Z = torch.cat([X, X[:2]])  # duplicated rows: a repeated (zero) eigenvalue
+        evals, evecs = safe_eigh(Z @ Z.T)
+        return ((evecs.T @ y) ** 2 / (evals + 0.1)).sum() + torch.log(evals + 0.1).sum()
+
+    def via_solve(X):
+        Z = torch.cat([X, X[:2]])
+        K = Z @ Z.T + 0.1 * torch.eye(7, dtype=torch.float64)
+        return y @ torch.linalg.solve(K, y) + torch.logdet(K)
+
+    a, b = X.clone().requires_grad_(), X.clone().requires_grad_()
+    via_eigh(a).backward()
+    via_solve(b).backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    assert torch.isfinite(a.grad).all()
+
+
+def test_kron_mv_matches_explicit_kronecker_product():
+    a, b, c = torch.randn(3, 4), torch.randn(5, 6), torch.randn(2, 7)
+    x = torch.randn(4, 6, 7)
+    expected = torch.kron(torch.kron(a, b), c) @ x.reshape(-1)
+    torch.testing.assert_close(kron_mv((a, b, c), x).reshape(-1), expected, rtol=1e-4,
+                               atol=1e-4)
