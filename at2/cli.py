@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import yaml
 
+from hyperrec.cli import run_command
 from hyperrec.database import DEFAULT_METRIC, Database, DatabaseError
 
 from . import records
@@ -123,12 +124,5 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        args.run(args)
-    except (DatabaseError, KeyError, IndexError, ValueError, OSError) as err:
-        log.error("%s", err)
-        return 1
-    return 0
+    return run_command(parser(), argv, (DatabaseError, KeyError, IndexError, ValueError, OSError),
+                       log)

@@ -16,6 +16,8 @@ from gpytorch.constraints import Positive
 from gpytorch.kernels import Kernel
 from torch import Tensor
 
+from .task_kernel import set_constrained
+
 
 class FreezeThawKernel(Kernel):
     """Inputs ``t1 (..., n, 1)``, ``t2 (..., m, 1)`` in (0, 1]; output ``(..., n, m)``.
@@ -29,12 +31,8 @@ class FreezeThawKernel(Kernel):
         for name in ("alpha", "beta", "outputscale"):
             self.register_parameter(f"raw_{name}", torch.nn.Parameter(torch.zeros(())))
             self.register_constraint(f"raw_{name}", Positive())
-        self.initialize(raw_alpha=self._inverse("alpha", alpha),
-                        raw_beta=self._inverse("beta", beta),
-                        raw_outputscale=self._inverse("outputscale", outputscale))
-
-    def _inverse(self, name: str, value: float) -> Tensor:
-        return getattr(self, f"raw_{name}_constraint").inverse_transform(torch.tensor(value))
+        for name, value in (("alpha", alpha), ("beta", beta), ("outputscale", outputscale)):
+            set_constrained(self, name, value)
 
     @property
     def alpha(self) -> Tensor:

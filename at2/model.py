@@ -30,7 +30,7 @@ from hyperrec.space import SearchSpace
 
 from .deep_kernel import DeepPolynomialKernel
 from .epoch_kernel import FreezeThawKernel
-from .task_kernel import TaskSimilarityKernel
+from .task_kernel import TaskSimilarityKernel, set_constrained
 
 
 @dataclass
@@ -190,8 +190,7 @@ class AT2Surrogate(nn.Module):
         self.task_kernel.outputscale = variance.clamp_min(1e-4)
         features = self.config_kernel.features(grid.encodings)
         scale = self.config_kernel.polynomial.forward(features, features, diag=True).mean()
-        self.epoch_kernel.initialize(raw_outputscale=self.epoch_kernel.raw_outputscale_constraint
-                                     .inverse_transform(1.0 / scale))
+        set_constrained(self.epoch_kernel, "outputscale", 1.0 / scale)
         self.likelihood.noise = (variance * 1e-2).clamp_min(1e-5).expand(grid.values.shape[0])
 
 

@@ -23,6 +23,14 @@ from torch import Tensor
 from .linalg import psd_project
 
 
+def set_constrained(module: torch.nn.Module, name: str, value: float | Tensor) -> None:
+    """Set ``module.raw_<name>`` so that its constrained value is ``value``."""
+    raw = getattr(module, f"raw_{name}")
+    constraint = getattr(module, f"raw_{name}_constraint")
+    module.initialize(**{f"raw_{name}": constraint.inverse_transform(
+        torch.as_tensor(value).to(raw))})
+
+
 def low_fidelity_distance(values: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
     """Pairwise task distances and matched fractions, for all pairs at once.
 
@@ -78,8 +86,7 @@ class TaskSimilarityKernel(Kernel):
 
     @outputscale.setter
     def outputscale(self, value: float | Tensor) -> None:
-        self.initialize(raw_outputscale=self.raw_outputscale_constraint.inverse_transform(
-            torch.as_tensor(value).to(self.raw_outputscale)))
+        set_constrained(self, "outputscale", value)
 
     @property
     def discount(self) -> Tensor:
@@ -88,8 +95,7 @@ class TaskSimilarityKernel(Kernel):
 
     @discount.setter
     def discount(self, value: float | Tensor) -> None:
-        self.initialize(raw_discount=self.raw_discount_constraint.inverse_transform(
-            torch.as_tensor(value).to(self.raw_discount)))
+        set_constrained(self, "discount", value)
 
     @torch.no_grad()
     def update(self, values: Tensor, observed: Tensor) -> None:

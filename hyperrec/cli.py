@@ -79,13 +79,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run_command(p: argparse.ArgumentParser, argv: Sequence[str] | None,
+                errors: tuple[type[Exception], ...], logger: logging.Logger) -> int:
+    """Parse ``argv``, set up logging (``-q``: warnings only), run the chosen subcommand.
+
+    Expected failures (``errors``: bad input, missing or corrupt files) are logged as one line
+    and give exit status 1; anything else is a bug and keeps its traceback.
+    """
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)
-    except (DatabaseError, PublishedDataError, UnsafePickleError, KeyError) as err:
-        log.error("%s", err)
+    except errors as err:
+        logger.error("%s", err)
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(parser(), argv, (DatabaseError, PublishedDataError, UnsafePickleError,
+                                        KeyError), log)
