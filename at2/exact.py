@@ -99,12 +99,12 @@ class ExactEngine(Engine):
         self.model.train()
         for _ in range(self.fit_steps if steps is None else steps):
             self._optimizer.zero_grad(set_to_none=True)
-            loss = -self._solve().mll()
-            loss.backward()
+            mll = self._solve().mll()
+            (-mll).backward()
             self._optimizer.step()
-            history.append(-loss.item())
+            history.append(mll.detach())
         self.model.eval()
-        return history
+        return torch.stack(history).tolist() if history else []
 
     def update(self) -> None:
         """After new target observations: refresh the task distances and refit briefly."""
