@@ -19,6 +19,8 @@ from . import records
 from .tuner import ENGINES, AT2Tuner, TuningResult
 
 log = logging.getLogger("at2")
+ERRORS = (DatabaseError, KeyError, IndexError, ValueError, OSError)
+"""Expected failures of a run (bad input, missing or corrupt files): one log line, exit 1."""
 
 TUNE_DEFAULTS: dict[str, Any] = {
     "database": None, "source": None, "target": None, "pair": None, "profile": 0,
@@ -31,7 +33,7 @@ def _csv(text: str) -> list[str]:
     return [t for t in text.split(",") if t]
 
 
-def _options(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     """``["fit_steps=100", "lr=0.05"]`` -> ``{"fit_steps": 100, "lr": 0.05}`` (YAML scalars)."""
     options = {}
     for pair in pairs:
@@ -53,7 +55,7 @@ def resolve_tune_config(args: argparse.Namespace) -> dict[str, Any]:
                              f"{sorted(TUNE_DEFAULTS)}")
         config.update(loaded)
     config.update({k: v for k, v in vars(args).items() if k in TUNE_DEFAULTS and v is not None})
-    config["engine_options"] = {**config["engine_options"], **_options(args.option or [])}
+    config["engine_options"] = {**config["engine_options"], **parse_options(args.option or [])}
     for key in ("database", "out"):
         if not config[key]:
             raise ValueError(f"--{key} is required")
@@ -124,5 +126,4 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(parser(), argv, (DatabaseError, KeyError, IndexError, ValueError, OSError),
-                       log)
+    return run_command(parser(), argv, ERRORS, log)

@@ -216,7 +216,79 @@ ENGINES = {"exact": ExactEngine, "variational": VariationalEngine}
 ENGINE_DTYPES = {"exact": torch.float64, "variational": torch.float32}
 
 
-class AT2Tuner(Tuner):
+class SurrogateTuner(Tuner):
+    """A tuner driven by a posterior over the target's cells: UCB chooses the cell, the chosen
+    configuration trains its next epoch, and the recommendation is the configuration with the
+    highest posterior mean over its cells.
+
+    Subclasses implement :meth:`fit` (the offline phase, before the first query) and
+    :meth:`predict`, and may refresh themselves after each observation in :meth:`update`.
+
+    Args:
+        beta: UCB exploration weight (default 0.25).
+        **kwargs: As :class:`Tuner`.
+    """
+
+    def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
+                 beta: float = 0.25, **kwargs: Any) -> None:
+        super().__init__(database, source_tasks, target, **kwargs)
+        self.acquisition = UpperConfidenceBound(beta)
+        self.fit_seconds: float | None = None
+        self._posterior: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @abstractmethod
+    def fit(self) -> None:
+        """The offline phase, run once before the first query."""
+
+    @abstractmethod
+    def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and variance of the target, ``(C, E)`` per cell or ``(C, 1)`` when the
+        model predicts one value per configuration."""
+
+    def update(self) -> None:
+        """Hook after each observation, once fitted (models refit here)."""
+
+    def prepare(self) -> None:
+        if self.fit_seconds is None:
+            start = time.perf_counter()
+            self.fit()
+            self.fit_seconds = time.perf_counter() - start
+
+    def posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`predict`, cached until the next :meth:`tell`."""
+        self.prepare()
+        if self._posterior is None:
+            self._posterior = self.predict()
+        return self._posterior
+
+    def ask(self) -> Query:
+        mean, var = self.posterior()
+        scores = self.acquisition(mean, var)
+        allowed = self.candidates()
+        if scores.shape[-1] == 1:  # one score per configuration
+            allowed = allowed.any(-1, keepdim=True)
+        c, e = best_cell(scores, allowed, self.generator)
+        config_id = self.grid.config_ids[c]
+        epoch = self.next_epoch(config_id)
+        cell = min(epoch - 1, mean.shape[-1] - 1)
+        return Query(config_id, epoch, float(scores[c, e]), float(mean[c, cell]))
+
+    def _observed(self) -> None:
+        self._posterior = None
+        if self.fit_seconds is not None:
+            self.update()
+
+    def recommend(self) -> int:
+        """The configuration with the highest posterior mean over all its cells."""
+        mean, _ = self.posterior()
+        return self.grid.config_ids[int(mean.max(-1).values.argmax())]
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "beta": self.acquisition.beta,
+                "fit_seconds": self.fit_seconds}
+
+
+class AT2Tuner(SurrogateTuner):
     """Amortized Auto-Tuning: the AT2 surrogate with UCB over (configuration, next epoch).
 
     Args:
@@ -231,8 +303,8 @@ class AT2Tuner(Tuner):
     name = "at2"
 
     def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
-                 engine: str = "exact", beta: float = 0.25,
-                 engine_options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                 engine: str = "exact", engine_options: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
         kwargs.setdefault("dtype", ENGINE_DTYPES[engine])
@@ -245,9 +317,6 @@ class AT2Tuner(Tuner):
         if engine == "variational":
             self.engine_options.setdefault("seed", self.seed)
         self.engine = ENGINES[engine](model, self.grid, **self.engine_options)
-        self.acquisition = UpperConfidenceBound(beta)
-        self.fit_seconds: float | None = None
-        self._posterior: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def fit(self) -> None:
         """The offline phase: fit the surrogate to the source curves (and any target data).
@@ -255,45 +324,20 @@ class AT2Tuner(Tuner):
         Without target observations the target's constant mean gets no gradient; it then starts
         at the average fitted source mean (with the pinned epoch kernel, the value at epoch 0).
         """
-        start = time.perf_counter()
         history = self.engine.fit()
         if not self.observed.any():  # no target data moved its mean: start it as a typical source
             with torch.no_grad():
                 means = self.engine.model.mean.constants
                 means[-1] = means[:-1].mean()
-        self.fit_seconds = time.perf_counter() - start
-        log.info("%s engine fitted in %.1f s (log-likelihood per datum %.3f)",
-                 self.engine.name, self.fit_seconds, history[-1] if history else float("nan"))
+        log.info("%s engine fitted (log-likelihood per datum %.3f)", self.engine.name,
+                 history[-1] if history else float("nan"))
 
-    def prepare(self) -> None:
-        if self.fit_seconds is None:
-            self.fit()
+    def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.engine.posterior_grid()
 
-    def posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and variance ``(C, E)`` of the target curves (cached until a tell)."""
-        self.prepare()
-        if self._posterior is None:
-            self._posterior = self.engine.posterior_grid()
-        return self._posterior
-
-    def ask(self) -> Query:
-        mean, var = self.posterior()
-        scores = self.acquisition(mean, var)
-        c, e = best_cell(scores, self.candidates(), self.generator)
-        config_id = self.grid.config_ids[c]
-        epoch = self.next_epoch(config_id)
-        return Query(config_id, epoch, float(scores[c, e]), float(mean[c, epoch - 1]))
-
-    def _observed(self) -> None:
-        self._posterior = None
-        if self.fit_seconds is not None:
-            self.engine.update()
-
-    def recommend(self) -> int:
-        """The configuration with the highest posterior mean over all its cells."""
-        mean, _ = self.posterior()
-        return self.grid.config_ids[int(mean.max(-1).values.argmax())]
+    def update(self) -> None:
+        self.engine.update()
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "engine": self.engine_name, "beta": self.acquisition.beta,
-                "engine_options": self.engine_options, "fit_seconds": self.fit_seconds}
+        return {**super().settings(), "engine": self.engine_name,
+                "engine_options": self.engine_options}

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from at2.cli import _options
+from at2.cli import parse_options
 from at2.tuner import ENGINES, AT2Tuner
 from experiments.baselines import RandomTuner
 from hyperrec.database import Database
@@ -44,7 +44,7 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     db = Database.open(args.database)
-    options = _options(args.option)
+    options = parse_options(args.option)
     start = time.perf_counter()
     at2 = mean_ranks(lambda db, pair, seed: AT2Tuner(
         db, pair.sources, pair.target, engine=args.engine, seed=seed, engine_options=options),

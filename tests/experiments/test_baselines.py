@@ -1,0 +1,81 @@
+import pytest
+
+from experiments.baselines import HyperbandTuner, TransferTopKTuner
+from experiments.reproduce import METHODS
+
+FAST = {"at2": {"engine_options": {"fit_steps": 20, "refit_steps": 1}},
+        "mtgp": {"refit_every": 5, "fit_iterations": 20},
+        "freeze_thaw_gp": {"refit_every": 5, "fit_iterations": 20},
+        "lkgp": {"refit_every": 10, "fit_iterations": 10, "samples": 8}}
+
+
+def run(db, method, seed, budget):
+    pair = db.pair(0)
+    tuner = METHODS[method](db, pair.sources, pair.target, seed=seed, **FAST.get(method, {}))
+    return tuner, tuner.tune(budget, progress=False)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_contract_new_cells_in_order_within_budget_and_deterministic(tiny_db, method):
+    budget = 12
+    tuner, result = run(tiny_db, method, seed=4, budget=budget)
+    cells = [(r.config_id, r.epoch) for r in result.records]
+    assert len(cells) == budget and len(set(cells)) == budget  # the budget, never a cell twice
+    seen: dict[int, int] = {}
+    for config, epoch in cells:
+        assert epoch == seen.get(config, 0) + 1  # each configuration's epochs in order
+        seen[config] = epoch
+    assert int(tuner.observed.sum()) == budget
+    assert all(0 <= r.recommended_rank < len(tiny_db.configs) for r in result.records)
+    _, again = run(tiny_db, method, seed=4, budget=budget)
+    assert again.series("config_id") == result.series("config_id")
+    assert again.series("recommended") == result.series("recommended")
+
+
+@pytest.mark.parametrize("method", ["random", "random_full", "hyperband"])
+def test_random_methods_depend_on_the_seed(tiny_db, method):
+    runs = {tuple(run(tiny_db, method, seed, 10)[1].series("config_id")) for seed in range(6)}
+    assert len(runs) > 1
+
+
+def test_every_method_stops_when_the_target_is_fully_trained(tiny_db):
+    cells = len(tiny_db.configs) * tiny_db.epochs
+    for method in ("random", "random_full", "hyperband", "transfer_topk"):
+        tuner, result = run(tiny_db, method, 0, cells)
+        assert bool(tuner.observed.all())
+        with pytest.raises(ValueError, match="fully trained"):
+            tuner.ask()
+
+
+def test_random_full_and_transfer_topk_train_configurations_to_the_end(tiny_db):
+    E = tiny_db.epochs
+    for method in ("random_full", "transfer_topk"):
+        configs = run(tiny_db, method, 1, 2 * E + 1)[1].series("config_id")
+        assert len(set(configs[:E])) == 1 and len(set(configs[E:2 * E])) == 1
+        assert configs[0] != configs[E] != configs[2 * E]
+
+
+def test_transfer_topk_follows_the_mean_source_rank(tiny_db):
+    pair = tiny_db.pair(0)
+    tuner = TransferTopKTuner(tiny_db, pair.sources, pair.target)
+    mean_rank = sum(tiny_db.ranking(s) for s in pair.sources) / len(pair.sources)
+    order = tuner.order()
+    assert list(mean_rank[order]) == sorted(mean_rank)
+
+
+def test_hyperband_successive_halving(tiny_db):
+    pair = tiny_db.pair(0)
+    # 6 configurations x 5 epochs, eta 2: s_max = 2; bracket 2 starts 4 configurations at
+    # round(5/4) = 1 epoch, keeps 2 for 2 epochs (round(5/2) = 2), then 1 for 5 epochs.
+    tuner = HyperbandTuner(tiny_db, pair.sources, pair.target, eta=2, seed=0)
+    result = tuner.tune(4 + 2 * 1 + 3, progress=False)
+    configs, epochs = result.series("config_id"), result.series("epoch")
+    first = configs[:4]
+    assert len(set(first)) == 4 and epochs[:4] == [1, 1, 1, 1]
+    kept = configs[4:6]
+    assert epochs[4:6] == [2, 2] and set(kept) <= set(first) and len(set(kept)) == 2
+    values = dict(zip(configs[:4], result.series("value")[:4], strict=True))
+    assert min(values[c] for c in kept) >= max(v for c, v in values.items() if c not in kept)
+    assert len(set(configs[6:9])) == 1 and epochs[6:9] == [3, 4, 5]
+    with pytest.raises(ValueError, match="eta"):
+        HyperbandTuner(tiny_db, pair.sources, pair.target, eta=1)
