@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Main job: set up .venv, import the published AT2 databases into data/ (once), then reproduce
-# AT2 on the five published train/test pairs of each database (exact engine, seed 2021, budget
-# 100) beside random epoch-wise search, printing the mean recommended rank at 10/25/50/100 queries.
-#   AT2_DATA   the AT2 authors' data folder (default: ../shared/data/at2)
+# Main job: the reproduction sweep. Sets up .venv (README's set-up), imports the published AT2
+# databases into data/ once, runs every (database, pair, method, seed) trial not finished yet into
+# records/, and writes the report (Markdown table and plots) into report/.
+#
+#   bash run.sh                 # full sweep: HyperRec and LCBench x 5 pairs x methods x 3 seeds
+#   bash run.sh --quick         # pair 0 of each database, seed 0, 20 queries (minutes on a CPU)
+#   bash run.sh --methods at2,random --seeds 0,1 --budget 50 --workers 2
+#   bash run.sh --backend ray [--address HOST:PORT]    # needs the 'ray' extra
+#
+# Flags are those of `python -m experiments.sweep --help`. Environment overrides (flags win):
+#   AT2_DATA   the AT2 authors' data folder (default ../shared/data/at2)
+#   DATABASES PAIRS METHODS SEEDS BUDGET DEVICE WORKERS   comma lists / values for the flags
+#   RECORDS (default records)   REPORT (default report)
+# Exits non-zero if any trial failed, after listing them.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
@@ -12,7 +22,16 @@ src="${AT2_DATA:-$root/../shared/data/at2}"
 if [ ! -f data/HyperRec.h5 ] || [ ! -f data/LCBench.h5 ]; then
   "$py" -m hyperrec import-at2 "$src" data
 fi
-for db in HyperRec LCBench; do
-  "$py" -m hyperrec -q info "data/$db.h5" | head -n 3
-  "$py" benchmarks/at2_quality.py --database "data/$db.h5" --engine exact --seeds 2021
+env_flags=()
+for pair in databases:DATABASES pairs:PAIRS methods:METHODS seeds:SEEDS budget:BUDGET \
+            device:DEVICE workers:WORKERS; do
+  name="${pair#*:}"
+  if [ -n "${!name:-}" ]; then env_flags+=("--${pair%%:*}" "${!name}"); fi
 done
+records="${RECORDS:-records}"
+status=0
+"$py" -m experiments.sweep --data data --records "$records" "${env_flags[@]}" "$@" || status=$?
+if [ "$status" -ne 2 ]; then  # 2: refused bad input, nothing ran
+  "$py" -m experiments.report "$records" --out "${REPORT:-report}"
+fi
+exit "$status"

@@ -33,6 +33,7 @@ from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import MaternKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from linear_operator.utils.warnings import NumericalWarning
 
 from at2.epoch_kernel import FreezeThawKernel
 from at2.tuner import Query, SurrogateTuner, Tuner
@@ -350,8 +351,10 @@ class LatentKroneckerGPTuner(GPTuner):
         n = len(self.rows) * E + int(model.mask_valid.sum()) + C * E
         generator = torch.Generator().manual_seed(self.seed * 1000 + int(self.observed.sum()))
         base = torch.randn(self.samples, n, generator=generator, dtype=self.x.dtype)
-        paths = model._rsample_from_base_samples(self.rows[-C:], self.grid.t.unsqueeze(-1),
-                                                 base.to(self.device))
+        with warnings.catch_warnings():  # the target rows are training rows: their conditional
+            warnings.simplefilter("ignore", NumericalWarning)  # covariance is 0 and gets jitter
+            paths = model._rsample_from_base_samples(self.rows[-C:], self.grid.t.unsqueeze(-1),
+                                                     base.to(self.device))
         return paths.mean(0), paths.var(0)
 
     def settings(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interacti
 import numpy as np  # noqa: E402
 
 from at2.records import RESULT_FILE, write_atomic  # noqa: E402
+from hyperrec.cli import setup_logging  # noqa: E402
 
 CHECKPOINTS = (10, 25, 50, 100)
 METRICS = {"recommended_rank": "recommended rank", "regret": "normalized regret"}
@@ -55,10 +56,12 @@ def load(root: str | Path) -> Runs:
 
 def mean_se(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard error over runs (axis 0), ignoring NaN padding."""
-    n = np.isfinite(values).sum(0)
-    mean = np.nanmean(values, 0)
-    sd = np.nanstd(values, 0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
-    return mean, np.nan_to_num(sd) / np.sqrt(np.maximum(n, 1))
+    finite = np.isfinite(values)
+    n = finite.sum(0)
+    mean = np.where(finite, values, 0).sum(0) / np.maximum(n, 1)
+    squares = np.where(finite, values - mean, 0) ** 2
+    sd = np.sqrt(squares.sum(0) / np.maximum(n - 1, 1))
+    return np.where(n > 0, mean, np.nan), sd / np.sqrt(np.maximum(n, 1))
 
 
 def table(runs: Runs) -> str:
@@ -127,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("records", help="root of the record directories")
     p.add_argument("--out", default="report", help="output folder (default report/)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         print(report(args.records, args.out).read_text())  # noqa: T201 - the table
     except (FileNotFoundError, KeyError, ValueError) as err:

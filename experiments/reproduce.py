@@ -100,6 +100,7 @@ def run_trial(trial: Trial, root: str | Path = "records", progress: bool = False
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True)
     handler = logging.FileHandler(tmp / LOG_FILE)
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root_logger = logging.getLogger()
     root_logger.addHandler(handler)

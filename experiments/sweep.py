@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from at2.cli import parse_options
 from at2.records import is_complete
+from hyperrec.cli import setup_logging
 from hyperrec.database import Database
 
 from .reproduce import METHODS, Trial, run_trial
@@ -56,7 +57,7 @@ def trials(data: str | Path, databases: Iterable[str], pairs: Iterable[int],
 def _run(trial: Trial, root: str, threads: int) -> str:
     """Worker entry: one trial with ``threads`` torch threads; returns the record path."""
     torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging(quiet=True)
     return str(run_trial(trial, root))
 
 
@@ -158,8 +159,7 @@ def method_options(pairs: Sequence[str], methods: Sequence[str]) -> dict[str, di
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.quiet)
     quick = QUICK if args.quick else {}
     try:
         unknown = sorted(set(args.methods) - set(METHODS))

@@ -79,6 +79,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def setup_logging(quiet: bool = False) -> None:
+    """Log to stderr: INFO, or WARNING with ``quiet``. The level is set on the console handler, so
+    that a file handler added later (a trial's log) can still receive INFO records."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.getLogger().setLevel(logging.INFO)
+
+
 def run_command(p: argparse.ArgumentParser, argv: Sequence[str] | None,
                 errors: tuple[type[Exception], ...], logger: logging.Logger) -> int:
     """Parse ``argv``, set up logging (``-q``: warnings only), run the chosen subcommand.
@@ -87,8 +96,7 @@ def run_command(p: argparse.ArgumentParser, argv: Sequence[str] | None,
     and give exit status 1; anything else is a bug and keeps its traceback.
     """
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.quiet)
     try:
         args.run(args)
     except errors as err:
