@@ -17,6 +17,7 @@ Every method queries one epoch at a time, on the same cells and budget as AT2:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import warnings
 from abc import abstractmethod
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from botorch.exceptions import ModelFittingError
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import MultiTaskGP, SingleTaskGP
 from botorch.models.latent_kronecker_gp import LatentKroneckerGP
@@ -38,6 +40,8 @@ from linear_operator.utils.warnings import NumericalWarning
 from at2.epoch_kernel import FreezeThawKernel
 from at2.tuner import Query, SurrogateTuner, Tuner
 from hyperrec.database import Database
+
+log = logging.getLogger(__name__)
 
 
 class RandomTuner(Tuner):
@@ -224,11 +228,21 @@ class GPTuner(SurrogateTuner):
                          if not k.startswith("outcome_transform.")}
                 model.load_state_dict(state, strict=False, keep_transforms=False)
             if refit:
-                with self.inference(model), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # fit_gpytorch_mll retries and reports
-                    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model),
-                                     optimizer_kwargs={"options": {"maxiter": self.fit_iterations}})
+                self._fit(model)
         self.model = model.eval()
+
+    def _fit(self, model: Model) -> None:
+        """Marginal-likelihood fit; if every attempt fails, keep the hyper-parameters it had."""
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        try:
+            with self.inference(model), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # fit_gpytorch_mll retries and reports
+                fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model),
+                                 optimizer_kwargs={"options": {"maxiter": self.fit_iterations}})
+        except ModelFittingError as err:
+            log.warning("%s: hyper-parameter fit failed after %d observations (%s); keeping "
+                        "the previous values", self.name, int(self.observed.sum()), err)
+            model.load_state_dict(state, keep_transforms=False)
 
     def fit(self) -> None:
         self._rebuild(refit=True)

@@ -79,3 +79,20 @@ def test_hyperband_successive_halving(tiny_db):
     assert len(set(configs[6:9])) == 1 and epochs[6:9] == [3, 4, 5]
     with pytest.raises(ValueError, match="eta"):
         HyperbandTuner(tiny_db, pair.sources, pair.target, eta=1)
+
+
+def test_a_failed_gp_fit_keeps_the_previous_hyperparameters(tiny_db, monkeypatch, caplog):
+    from botorch.exceptions import ModelFittingError
+
+    from experiments import baselines
+
+    def failing_fit(mll, **kwargs):
+        for p in mll.parameters():
+            p.data.fill_(float("nan"))  # what a diverged attempt may leave behind
+        raise ModelFittingError("All attempts to fit the model have failed.")
+
+    monkeypatch.setattr(baselines, "fit_gpytorch_mll", failing_fit)
+    tuner, result = run(tiny_db, "freeze_thaw_gp", seed=0, budget=6)
+    assert len(result.records) == 6 and "fit failed" in caplog.text
+    mean, var = tuner.posterior()
+    assert bool(mean.isfinite().all() and var.isfinite().all())
