@@ -3,9 +3,10 @@
 # databases into data/ once, runs every (database, pair, method, seed) trial not finished yet into
 # records/, and writes the report (Markdown table and plots) into report/.
 #
-#   bash run.sh                 # full sweep: HyperRec and LCBench x 5 pairs x methods x 3 seeds
+#   bash run.sh                 # full sweep: HyperRec and LCBench x 5 pairs x 7 methods x 3 seeds
 #   bash run.sh --quick         # pair 0 of each database, seed 0, 20 queries (minutes on a CPU)
 #   bash run.sh --methods at2,random --seeds 0,1 --budget 50 --workers 2
+#   bash run.sh --methods lkgp --pairs 0 --seeds 0     # lkgp: ~15 min per trial on 2 cores
 #   bash run.sh --backend ray [--address HOST:PORT]    # needs the 'ray' extra
 #
 # Flags are those of `python -m experiments.sweep --help`. Environment overrides (flags win):

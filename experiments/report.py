@@ -36,11 +36,17 @@ Runs = dict[tuple[str, str], dict[str, np.ndarray]]
 """(database, method) -> series name -> ``(runs, queries)`` array (NaN-padded)."""
 
 
-def load(root: str | Path) -> Runs:
-    """Every complete record under ``root`` (``*/<method>/seed_*/result.json``), grouped."""
-    files = sorted(Path(root).glob(f"*/*/seed_*/{RESULT_FILE}"))
+def load(root: str | Path, methods: Sequence[str] | None = None,
+         pairs: Sequence[int] | None = None) -> Runs:
+    """Every complete record under ``root`` (``*_pair_<k>/<method>/seed_*/result.json``),
+    grouped; optionally only those of ``methods`` and ``pairs``."""
+    files = [f for f in sorted(Path(root).glob(f"*_pair_*/*/seed_*/{RESULT_FILE}"))
+             if (methods is None or f.parts[-3] in methods)
+             and (pairs is None or int(f.parts[-4].rpartition("_pair_")[2]) in pairs)]
     if not files:
-        raise FileNotFoundError(f"{root}: no records (*/<method>/seed_*/{RESULT_FILE})")
+        raise FileNotFoundError(f"{root}: no records (*_pair_<k>/<method>/seed_*/{RESULT_FILE}"
+                                f"{'' if methods is None else f' of methods {list(methods)}'}"
+                                f"{'' if pairs is None else f' of pairs {list(pairs)}'})")
     grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for f in files:
         result = json.loads(f.read_text())
@@ -112,9 +118,10 @@ def plot(runs: Runs, path: Path, versus_time: bool) -> None:
     plt.close(fig)
 
 
-def report(root: str | Path, out: str | Path) -> Path:
+def report(root: str | Path, out: str | Path, methods: Sequence[str] | None = None,
+           pairs: Sequence[int] | None = None) -> Path:
     """Write ``results.md`` and the two plots into ``out``; returns the table's path."""
-    runs = load(root)
+    runs = load(root, methods, pairs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "results.md", table(runs))
@@ -129,10 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("records", help="root of the record directories")
     p.add_argument("--out", default="report", help="output folder (default report/)")
+    p.add_argument("--methods", type=lambda text: text.split(","), default=None,
+                   help="comma-separated methods to include (default: all)")
+    p.add_argument("--pairs", type=lambda text: [int(k) for k in text.split(",")], default=None,
+                   help="comma-separated pair indices to include (default: all)")
     args = p.parse_args(argv)
     setup_logging()
     try:
-        print(report(args.records, args.out).read_text())  # noqa: T201 - the table
+        table_path = report(args.records, args.out, args.methods, args.pairs)
+        print(table_path.read_text())  # noqa: T201 - the table
     except (FileNotFoundError, KeyError, ValueError) as err:
         log.error("%s", err)
         return 1

@@ -36,7 +36,9 @@ DATABASES = ("HyperRec", "LCBench")
 PAIRS = (0, 1, 2, 3, 4)
 SEEDS = (0, 1, 2)
 DEFAULT_METHODS = ("at2", "random", "random_full", "hyperband", "transfer_topk",
-                   "freeze_thaw_gp", "mtgp", "lkgp")
+                   "freeze_thaw_gp", "mtgp")
+"""Every method but ``lkgp``, which costs ~15 minutes per trial on a 2-core CPU (ask for it with
+``--methods``)."""
 QUICK = {"budget": 20, "seeds": (0,), "pairs": (0,)}
 """``--quick``: one pair per database, one seed, 20 queries (minutes on a 2-core CPU)."""
 

@@ -43,6 +43,18 @@ def test_report_without_records_fails_clearly(tmp_path, caplog):
         load(tmp_path)
 
 
+def test_report_selects_methods_and_pairs(tmp_path):
+    write(tmp_path, "DB", "at2", 0, 0, [1] * 10)
+    write(tmp_path, "DB", "at2", 1, 0, [3] * 10)
+    write(tmp_path, "DB", "lkgp", 0, 0, [2] * 10)
+    assert set(load(tmp_path, methods=["at2"])) == {("DB", "at2")}
+    runs = load(tmp_path, pairs=[0])
+    assert set(runs) == {("DB", "at2"), ("DB", "lkgp")}
+    assert runs["DB", "at2"]["recommended_rank"].tolist() == [[1.0] * 10]
+    with pytest.raises(FileNotFoundError, match="of pairs"):
+        load(tmp_path, pairs=[4])
+
+
 def test_mean_se_ignores_padding():
     mean, se = mean_se(np.array([[1.0, 2.0], [3.0, np.nan]]))
     np.testing.assert_allclose(mean, [2.0, 2.0])
