@@ -126,6 +126,7 @@ class HyperbandTuner(Tuner):
         E = self.grid.shape[-1]
         self.s_max = int(math.floor(math.log(E, eta) + 1e-9))
         self._rungs = self._brackets()
+        self._rung: tuple[list[int], int] | None = None
 
     def _brackets(self) -> Iterator[tuple[list[int], int]]:
         """Yields each rung as (its configuration columns, its epoch), bracket after bracket."""
@@ -138,7 +139,7 @@ class HyperbandTuner(Tuner):
                     epoch = min(E, max(1, round(E * self.eta ** (i - s))))
                     yield members, epoch
                     done = self.grid.epochs_done()[members].clamp(1, epoch) - 1
-                    values = self.grid.values[-1, members, done.to(self.device)]
+                    values = self.grid.values[-1, members, done]
                     keep = max(1, len(members) // self.eta)
                     order = torch.argsort(-values.nan_to_num(-torch.inf), stable=True)
                     members = [members[k] for k in order[:keep].tolist()]
@@ -155,16 +156,16 @@ class HyperbandTuner(Tuner):
     def ask(self) -> Query:
         if not self._trainable().any():
             raise ValueError("every configuration of the target is fully trained")
-        if not hasattr(self, "_rung"):
-            self._rung = next(self._rungs)
         while True:
+            if self._rung is None:
+                self._rung = next(self._rungs)
             members, epoch = self._rung
             done, trainable = self.grid.epochs_done().tolist(), self._trainable().tolist()
             pending = [c for c in members if done[c] < epoch and trainable[c]]
             if pending:
                 config_id = self.grid.config_ids[pending[0]]
                 return Query(config_id, self.next_epoch(config_id))
-            self._rung = next(self._rungs)
+            self._rung = None
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "eta": self.eta}
