@@ -1,9 +1,11 @@
-"""``at2`` command line: tune a target task with AT2 on a learning-curve database."""
+"""``at2`` command line: tune a target task with AT2 on a learning-curve database; choose an
+initial learning rate with autoHyper."""
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,8 +16,10 @@ import yaml
 
 from hyperrec.cli import run_command
 from hyperrec.database import DEFAULT_METRIC, Database, DatabaseError
+from hyperrec.training import resolve_device
 
 from . import records
+from .autohyper.lr import OPTIMIZERS, AutoHyperResult
 from .tuner import ENGINES, AT2Tuner, TuningResult
 
 log = logging.getLogger("at2")
@@ -99,6 +103,35 @@ def tune(config: dict[str, Any], progress: bool = True) -> TuningResult:
     return result
 
 
+def autohyper(args: argparse.Namespace) -> AutoHyperResult:
+    """Run ``at2 autohyper``: choose the small CNN's initial learning rate on an image task and
+    write ``config.yaml``, ``trials.csv`` and ``result.json`` into ``--out``."""
+    from hyperrec.tasks import load_task
+
+    from .autohyper.study import Training, autohyper_on_task
+
+    if args.epochs_per_trial < 1:
+        raise ValueError(f"--epochs-per-trial must be >= 1, got {args.epochs_per_trial}")
+    task = load_task(args.data or args.task, split_seed=args.split_seed,
+                     image_size=args.image_size)
+    device = resolve_device(args.device)
+    recipe = Training(optimizer=args.optimizer, batch_size=args.batch_size, device=str(device))
+    out = Path(args.out)
+    config = {"task": task.name, "task_meta": task.meta, "optimizer": args.optimizer,
+              "batch_size": args.batch_size, "epochs_per_trial": args.epochs_per_trial,
+              "weight_decay": args.weight_decay, "seed": args.seed, "device": str(device),
+              "torch": str(torch.__version__)}
+    records.write_config(out, config)
+    result = autohyper_on_task(task, recipe, seed=args.seed, out=out,
+                               epochs_per_trial=args.epochs_per_trial,
+                               tune_weight_decay=args.weight_decay, progress=not args.quiet)
+    records.write_atomic(out / "result.json", json.dumps(
+        {**config, "values": result.values, "converged": result.converged,
+         "trials": len(result.trials), "epochs": result.epochs, "seconds": result.seconds},
+        indent=1))
+    return result
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="at2", description=__doc__)
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
@@ -122,6 +155,21 @@ def parser() -> argparse.ArgumentParser:
                         "warmup_ratio)")
     t.add_argument("--out", help="record directory")
     t.set_defaults(run=lambda args: tune(resolve_tune_config(args), progress=not args.quiet))
+    a = sub.add_parser("autohyper", help="choose an initial learning rate by autoHyper")
+    src = a.add_mutually_exclusive_group()
+    src.add_argument("--task", default="digits", choices=["digits"],
+                     help="built-in offline task (default digits)")
+    src.add_argument("--data", help="an ImageFolder directory (root/<class>/<image>) instead")
+    a.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
+    a.add_argument("--epochs-per-trial", type=int, default=5)
+    a.add_argument("--weight-decay", action="store_true", help="search weight decay as well")
+    a.add_argument("--batch-size", type=int, default=64)
+    a.add_argument("--image-size", type=int, default=32, help="side of --data images (px)")
+    a.add_argument("--split-seed", type=int, default=0)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    a.add_argument("--out", required=True, help="output directory")
+    a.set_defaults(run=autohyper)
     return p
 
 

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperrec.database import DEFAULT_METRIC, Database
+from hyperrec.training import resolve_device
 
 from .acquisition import UpperConfidenceBound, best_cell
 from .exact import ExactEngine
@@ -29,13 +30,6 @@ from .model import AT2Surrogate, CurveGrid
 from .variational import VariationalEngine
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/``None`` -> CUDA when available, else CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass(frozen=True)

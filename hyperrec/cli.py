@@ -1,4 +1,5 @@
-"""``hyperrec`` command line: import the published AT2 data, inspect a database file."""
+"""``hyperrec`` command line: import the published AT2 data, inspect a database file, build new
+tasks by training configurations."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .database import DEFAULT_METRIC, Database, DatabaseError
@@ -61,6 +63,20 @@ def _info(args: argparse.Namespace) -> None:
     sys.stdout.write((json.dumps(info, indent=2) if args.json else format_summary(info)) + "\n")
 
 
+def _build(args: argparse.Namespace) -> None:
+    from .build import TaskSpec, build, plan_build
+    from .training import resolve_device
+
+    ids = [int(i) for i in args.config_ids.split(",")] if args.config_ids else None
+    name = args.task_name or (args.task if args.task == "digits" else
+                              Path(args.task).resolve().name)
+    plan = plan_build(args.out, TaskSpec(args.task, name, args.split_seed, args.image_size),
+                      configs=args.configs, config_ids=ids, config_seed=args.config_seed,
+                      seeds=args.seeds, epochs=args.epochs, device=str(resolve_device(args.device)),
+                      amp=args.amp)
+    build(plan, workers=args.workers, backend=args.backend, address=args.address)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hyperrec", description=__doc__)
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
@@ -76,6 +92,25 @@ def parser() -> argparse.ArgumentParser:
     info.add_argument("--metric", default=DEFAULT_METRIC)
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_info)
+    b = sub.add_parser("build", help="train configurations on an image task into a database")
+    b.add_argument("--task", required=True, help="'digits' (offline) or an ImageFolder directory")
+    b.add_argument("--task-name", help="the task's name in the database (default: from --task)")
+    b.add_argument("--out", required=True,
+                   help="database file: new, or existing (its configurations are reused)")
+    b.add_argument("--configs", type=int, help="number of configurations (sampled, or chosen "
+                   "among an existing database's)")
+    b.add_argument("--config-ids", help="comma-separated ids of an existing database instead")
+    b.add_argument("--config-seed", type=int, default=0)
+    b.add_argument("--seeds", type=int, default=2, help="profiles (training seeds); default 2")
+    b.add_argument("--epochs", type=int, default=75)
+    b.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 split")
+    b.add_argument("--image-size", type=int, default=32, help="side of folder images (px)")
+    b.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    b.add_argument("--amp", action="store_true", help="mixed precision")
+    b.add_argument("--workers", type=int, default=1, help="parallel runs; default 1")
+    b.add_argument("--backend", choices=("process", "ray"), default="process")
+    b.add_argument("--address", help="Ray cluster to join (default: start one)")
+    b.set_defaults(run=_build)
     return p
 
 
@@ -107,4 +142,4 @@ def run_command(p: argparse.ArgumentParser, argv: Sequence[str] | None,
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_command(parser(), argv, (DatabaseError, PublishedDataError, UnsafePickleError,
-                                        KeyError), log)
+                                        KeyError, ValueError, OSError), log)

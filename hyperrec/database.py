@@ -15,7 +15,11 @@ Schema (version 1)::
 
 Standard metric names: ``val_acc`` (validation top-1 accuracy in [0, 1]; the published curves),
 ``val_top5``, ``val_top10``, ``val_loss``, ``val_time``, the same with ``test_``, and
-``train_time`` (seconds per epoch). Per-batch metrics of the builder live under ``/batches``.
+``train_time`` (seconds per epoch). Per-batch training records of the builder::
+
+    /batches/<task>/<config_id>/<profile>   (E, B, 4) float64   per epoch and batch: training
+                                            cross-entropy, top-1, top-5, top-10 accuracy (NaN
+                                            for epochs not trained)
 
 Reading is :meth:`Database.open`; every change goes through :meth:`Database.edit`, which works on
 a copy and atomically replaces the file when the block ends, under an exclusive lock: a crash
@@ -314,6 +318,15 @@ class Database:
         epoch = int(np.nanargmax(curve) if higher_is_better(metric) else np.nanargmin(curve))
         return Best(index, int(self.config_ids[index]), float(curve[epoch]), epoch + 1)
 
+    def batches(self, task: str, config_id: int, profile: int = 0) -> np.ndarray:
+        """``(E, B, 4)`` per-batch training records of one run (see the module docstring)."""
+        key = f"batches/{task}/{int(config_id)}/{int(profile)}"
+        with h5py.File(self.path, "r") as f:
+            if key not in f:
+                raise KeyError(f"{self.name} has no batch records for task {task!r}, "
+                               f"configuration {config_id}, profile {profile}")
+            return f[key][()]
+
     def coverage(self, metric: str = DEFAULT_METRIC) -> float:
         """Fraction of the (profile, task, configuration, epoch) cells that are observed."""
         curves = self.curves(metric)
@@ -457,6 +470,27 @@ class DatabaseWriter:
         block = data[()]  # fancy-index in memory: h5py wants sorted, unique indices
         block[np.ix_(list(profiles), t_idx, c_idx, e_idx)] = values
         data[...] = block
+
+    def write_batches(self, task: str, config_id: int, profile: int, epoch: int,
+                      values: np.ndarray) -> None:
+        """Store one epoch's ``(B, 4)`` per-batch training records of a run (B fixed per run)."""
+        if task not in self._names() or int(config_id) not in set(self._f["configs/ids"][()]):
+            raise DatabaseError(f"write_batches: unknown task {task!r} or configuration "
+                                f"{config_id}")
+        values = np.asarray(values, dtype=np.float64)
+        E = int(self._f.attrs["epochs"])
+        if values.ndim != 2 or values.shape[1] != 4 or not 1 <= epoch <= E:
+            raise DatabaseError(f"write_batches: values must be (batches, 4) for an epoch in "
+                                f"[1, {E}]; got {values.shape} at epoch {epoch}")
+        key = f"batches/{task}/{int(config_id)}/{int(profile)}"
+        if key not in self._f:
+            self._f.create_dataset(key, shape=(E, *values.shape), dtype=np.float64,
+                                   fillvalue=np.nan)
+        data = self._f[key]
+        if data.shape[1:] != values.shape:
+            raise DatabaseError(f"write_batches: {key} holds {data.shape[1]} batches per epoch, "
+                                f"got {values.shape[0]}")
+        data[epoch - 1] = values
 
     def set_pairs(self, pairs: Sequence[Pair]) -> None:
         """Store train/test pairs (every task named must exist)."""

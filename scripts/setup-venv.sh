@@ -13,7 +13,7 @@ stamp="$venv/.installed-$(cat "$root/setup.cfg" "$root/constraints.txt" | sha256
 if [ ! -f "$stamp" ]; then
   echo "setting up $venv (pinned dependencies from constraints.txt)" >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -c "$root/constraints.txt" -e "$root[dev,ray]" 2>&1 | grep -v "is ignored" >&2 || true
+    -c "$root/constraints.txt" -e "$root[dev,ray,vision]" 2>&1 | grep -v "is ignored" >&2 || true
   "$venv/bin/python" -c "import at2, hyperrec, experiments, torch, gpytorch, botorch, h5py" \
     || { echo "setup failed: the environment in $venv does not import" >&2; exit 1; }
   rm -f "$venv"/.installed-*
