@@ -20,6 +20,7 @@ from hyperrec.training import resolve_device
 
 from . import records
 from .autohyper.lr import OPTIMIZERS, AutoHyperResult
+from .live import LiveResult, tune_live
 from .tuner import ENGINES, AT2Tuner, TuningResult
 
 log = logging.getLogger("at2")
@@ -29,7 +30,8 @@ ERRORS = (DatabaseError, KeyError, IndexError, ValueError, OSError)
 TUNE_DEFAULTS: dict[str, Any] = {
     "database": None, "source": None, "target": None, "pair": None, "profile": 0,
     "metric": DEFAULT_METRIC, "budget": 100, "engine": "exact", "beta": 0.25, "seed": 0,
-    "device": "auto", "engine_options": {}, "out": None,
+    "device": "auto", "engine_options": {}, "out": None, "live": None, "final_epochs": None,
+    "autohyper": False,
 }
 
 
@@ -64,18 +66,26 @@ def resolve_tune_config(args: argparse.Namespace) -> dict[str, Any]:
         if not config[key]:
             raise ValueError(f"--{key} is required")
     db = Database.open(config["database"])
+    if config["autohyper"] and not config["live"]:
+        raise ValueError("--autohyper refines the recommendation before its full training: it "
+                         "needs --live TASK")
     if config["pair"] is not None and (config["source"] or config["target"]):
         raise ValueError("give either --pair or --source/--target, not both")
     if config["pair"] is not None:
         pair = db.pair(int(config["pair"]))
         config["source"], config["target"] = list(pair.sources), pair.target
+    if config["live"]:  # the target is the live task (its name in the database)
+        live_name = "digits" if config["live"] == "digits" else Path(config["live"]).resolve().name
+        config["target"] = config["target"] if config["pair"] is None and config[
+            "target"] else live_name
     if not config["source"] or not config["target"]:
         raise ValueError("give --source and --target, or --pair K for a published pair")
     if isinstance(config["source"], str):
         config["source"] = _csv(config["source"])
     if config["engine"] not in ENGINES:
         raise ValueError(f"unknown engine {config['engine']!r}; choose from {sorted(ENGINES)}")
-    db.task_index([*config["source"], config["target"]])  # unknown task names fail here
+    # unknown task names fail here (a live target is added to the database when new)
+    db.task_index([*config["source"], *([] if config["live"] else [config["target"]])])
     allowed = set(inspect.signature(ENGINES[config["engine"]]).parameters) - {"model", "grid"}
     unknown = sorted(set(config["engine_options"]) - allowed)
     if unknown:
@@ -84,8 +94,27 @@ def resolve_tune_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def tune(config: dict[str, Any], progress: bool = True) -> TuningResult:
+def tune_live_command(config: dict[str, Any], progress: bool = True) -> LiveResult:
+    """``at2 tune --live TASK``: train the target's queries, then the recommendation."""
+    from hyperrec.build import TaskSpec
+
+    out = Path(config["out"])
+    device = str(resolve_device(config["device"]))
+    records.write_config(out, {**config, "device": device, "torch": str(torch.__version__)})
+    result = tune_live(config["database"], config["source"],
+                       TaskSpec(str(config["live"]), config["target"]), budget=config["budget"],
+                       out=out, final_epochs=config["final_epochs"],
+                       autohyper=config["autohyper"], engine=config["engine"],
+                       beta=config["beta"], seed=config["seed"], device=device,
+                       progress=progress)
+    records.write_atomic(out / "live.json", json.dumps(result.summary(), indent=1))
+    return result
+
+
+def tune(config: dict[str, Any], progress: bool = True) -> TuningResult | LiveResult:
     """Run ``at2 tune`` for a resolved configuration and write its record directory."""
+    if config["live"]:
+        return tune_live_command(config, progress)
     db = Database.open(config["database"])
     tuner = AT2Tuner(db, config["source"], config["target"], engine=config["engine"],
                      beta=config["beta"], engine_options=config["engine_options"],
@@ -108,7 +137,7 @@ def autohyper(args: argparse.Namespace) -> AutoHyperResult:
     write ``config.yaml``, ``trials.csv`` and ``result.json`` into ``--out``."""
     from hyperrec.tasks import load_task
 
-    from .autohyper.study import Training, autohyper_on_task
+    from .autohyper.study import Training, autohyper_on_task, learning_rate_study
 
     if args.epochs_per_trial < 1:
         raise ValueError(f"--epochs-per-trial must be >= 1, got {args.epochs_per_trial}")
@@ -129,6 +158,12 @@ def autohyper(args: argparse.Namespace) -> AutoHyperResult:
         {**config, "values": result.values, "converged": result.converged,
          "trials": len(result.trials), "epochs": result.epochs, "seconds": result.seconds},
         indent=1))
+    if args.study:
+        rows = learning_rate_study(Database.open(args.study), args.study_task or task.name,
+                                   {args.optimizer: result.values["lr"]})
+        records.write_atomic(out / "study.json", json.dumps(rows, indent=1))
+        for row in rows:
+            log.info("study: %s", row)
     return result
 
 
@@ -154,6 +189,14 @@ def parser() -> argparse.ArgumentParser:
                         "variational: epochs, refit_epochs, inducing, batch_size, lr, momentum, "
                         "warmup_ratio)")
     t.add_argument("--out", help="record directory")
+    t.add_argument("--live", metavar="TASK",
+                   help="train the target live instead of replaying it: 'digits' or an "
+                        "ImageFolder directory (the target is then its name in the database)")
+    t.add_argument("--final-epochs", type=int,
+                   help="live: epochs of the recommendation's final training (default: the "
+                        "database's)")
+    t.add_argument("--autohyper", action="store_true", default=None,
+                   help="live: refine the recommendation's learning rate with autoHyper first")
     t.set_defaults(run=lambda args: tune(resolve_tune_config(args), progress=not args.quiet))
     a = sub.add_parser("autohyper", help="choose an initial learning rate by autoHyper")
     src = a.add_mutually_exclusive_group()
@@ -169,6 +212,10 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     a.add_argument("--out", required=True, help="output directory")
+    a.add_argument("--study", metavar="DATABASE",
+                   help="compare the pick with the learning rates of a database task's best "
+                        "configurations (writes study.json)")
+    a.add_argument("--study-task", help="the task of --study (default: the tuned task's name)")
     a.set_defaults(run=autohyper)
     return p
 

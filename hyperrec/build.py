@@ -63,7 +63,9 @@ class TaskSpec:
 @dataclass(frozen=True)
 class Run:
     """One run: a configuration (space form, with its database id) trained on the task as
-    profile ``profile`` for ``epochs`` epochs, on ``device`` (mixed precision with ``amp``)."""
+    profile ``profile`` for ``epochs`` epochs, on ``device`` (mixed precision with ``amp``).
+    :func:`plan_build` validates the configurations it plans; a run itself may carry one
+    outside the space (a learning rate refined by autoHyper)."""
 
     task: TaskSpec
     config_id: int
@@ -109,21 +111,22 @@ def make_model(config: Mapping[str, Any], channels: int, classes: int) -> nn.Mod
     return model
 
 
-def make_optimizer(config: Mapping[str, Any], params: Iterable[nn.Parameter]
-                   ) -> torch.optim.Optimizer:
-    """Adam (lr, weight decay, betas) or SGD with momentum (lr, weight decay, momentum)."""
-    published = to_published(hyperrec_space(), config)
+def make_optimizer(config: Mapping[str, Any], params: Iterable[nn.Parameter],
+                   validate: bool = True) -> torch.optim.Optimizer:
+    """Adam (lr, weight decay, betas) or SGD with momentum (lr, weight decay, momentum).
+    ``validate=False`` admits values outside the space (see :func:`to_published`)."""
+    published = to_published(hyperrec_space(), config, validate=validate)
     kwargs = dict(published["optimizer_param"])
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
     return getattr(torch.optim, published["optimizer"])(params, **kwargs)
 
 
-def make_scheduler(config: Mapping[str, Any], optimizer: torch.optim.Optimizer
-                   ) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(config: Mapping[str, Any], optimizer: torch.optim.Optimizer,
+                   validate: bool = True) -> torch.optim.lr_scheduler.LRScheduler:
     """The configuration's scheduler with its parameters, as published (CyclicLR in
     ``exp_range`` mode from the learning rate). It is stepped once per epoch."""
-    published = to_published(hyperrec_space(), config)
+    published = to_published(hyperrec_space(), config, validate=validate)
     return getattr(torch.optim.lr_scheduler, published["scheduler"])(
         optimizer, **published["scheduler_param"])
 
@@ -144,8 +147,8 @@ def train_run(run: Run, work: str | Path, threads: int | None = None,
     task = run.task.load()
     torch.manual_seed(run.seed)
     model = make_model(run.config, task.channels, task.classes).to(device)
-    optimizer = make_optimizer(run.config, model.parameters())
-    scheduler = make_scheduler(run.config, optimizer)
+    optimizer = make_optimizer(run.config, model.parameters(), validate=False)
+    scheduler = make_scheduler(run.config, optimizer, validate=False)
     shuffle = torch.Generator().manual_seed(run.seed)
     records = RunRecords()
     path = run.checkpoint(Path(work))
@@ -194,7 +197,7 @@ def checkpointed_records(run: Run, work: str | Path) -> RunRecords | None:
 
 
 # ---------------------------------------------------------------------- the driver
-def _write(db: Database, run: Run, records: RunRecords, done: int) -> int:
+def write_records(db: Database, run: Run, records: RunRecords, done: int) -> int:
     """Write epochs ``done+1 ..`` of ``records`` into the database; returns epochs now done."""
     if records.epochs <= done:
         return done
@@ -350,7 +353,7 @@ def build(plan: BuildPlan, *, workers: int = 1, backend: str = "process",
     for run in plan.runs:  # epochs a previous, interrupted build checkpointed but never wrote
         records = checkpointed_records(run, work)
         if records is not None:
-            done[run.config_id, run.profile] = _write(db, run, records,
+            done[run.config_id, run.profile] = write_records(db, run, records,
                                                       done[run.config_id, run.profile])
     todo = [r for r in plan.runs if done[r.config_id, r.profile] < r.epochs]
     log.info("%d runs, %d already complete", len(plan.runs), len(plan.runs) - len(todo))
@@ -377,7 +380,7 @@ def build(plan: BuildPlan, *, workers: int = 1, backend: str = "process",
                 if records is None:
                     continue
             before = done[key]
-            done[key] = _write(db, run, records, before)
+            done[key] = write_records(db, run, records, before)
             bar.update(done[key] - before)
             if done[key] == run.epochs and before < run.epochs:
                 run.checkpoint(work).unlink(missing_ok=True)  # recorded: its state is not needed

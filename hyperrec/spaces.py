@@ -122,8 +122,26 @@ def from_published(space: SearchSpace, raw: Mapping[str, Any]) -> dict[str, Any]
     return space.validate(convert[space.name](raw))
 
 
-def to_published(space: SearchSpace, config: Mapping[str, Any], epochs: int = 75) -> dict[str, Any]:
-    """Map a HyperRec configuration back to the published dict form (what a trainer reads)."""
+def to_published(space: SearchSpace, config: Mapping[str, Any], epochs: int = 75,
+                 validate: bool = True) -> dict[str, Any]:
+    """Map a HyperRec configuration back to the published dict form (what a trainer reads).
+    ``validate=False`` admits values outside the space's ranges (e.g. a learning rate refined by
+    autoHyper); the keys must still be those of a HyperRec configuration."""
     if space.name != "hyperrec":
         raise ValueError(f"no published form is known for space {space.name!r}")
-    return _hyperrec_to_published(space.validate(config), epochs)
+    return _hyperrec_to_published(space.validate(config) if validate else config, epochs)
+
+
+def with_learning_rate(config: Mapping[str, Any], lr: float) -> dict[str, Any]:
+    """A HyperRec configuration with its learning rate replaced; the parameters derived from it
+    (CyclicLR's ``max_lr``, capped at 1, and CosineAnnealingWarmRestarts' ``eta_min``) keep their
+    ratio to it. The result may lie outside the space's ranges."""
+    if not lr > 0:
+        raise ConfigError(f"learning rate must be > 0, got {lr}")
+    ratio = lr / config["lr"]
+    new = {**config, "lr": lr}
+    if "max_lr" in config:
+        new["max_lr"] = min(config["max_lr"] * ratio, 1.0)
+    if "eta_min" in config:
+        new["eta_min"] = config["eta_min"] * ratio
+    return new

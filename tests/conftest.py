@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hyperrec.database import Database, Pair
 from hyperrec.spaces import hyperrec_space
@@ -65,3 +66,16 @@ def make_tiny_db(path: Path, tasks: int = 3, configs: int = 6, profiles: int = 2
 @pytest.fixture
 def tiny_db(tmp_path) -> Database:
     return make_tiny_db(tmp_path / "tiny.h5")
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory):
+    """A tiny ImageFolder task: 2 classes x 15 RGB 8x8 images (bright vs dark)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for label, level in (("bright", 200), ("dark", 40)):
+        (root / label).mkdir()
+        for i in range(15):
+            pixels = np.clip(level + rng.normal(0, 20, (8, 8, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    return root

@@ -60,21 +60,36 @@ def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_
     raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
 
 
+OptimizerFactory = Callable[[Iterable[nn.Parameter], Mapping[str, float]], torch.optim.Optimizer]
+"""``factory(params, hparams)``: an optimizer for ``params`` with the trial's hyper-parameters."""
+
+
+def named_optimizer(name: str, momentum: float = 0.9) -> OptimizerFactory:
+    """The :data:`OptimizerFactory` of ``"adam"`` or ``"sgd"`` (with ``momentum``) reading
+    ``lr`` and, when searched, ``weight_decay`` from the trial's hyper-parameters."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+
+    def factory(params: Iterable[nn.Parameter], h: Mapping[str, float]) -> torch.optim.Optimizer:
+        return make_optimizer(name, params, h["lr"], h.get("weight_decay", 0.0), momentum)
+    return factory
+
+
 def make_epoch_trainer(model_factory: Callable[[], nn.Module], train_loader: Iterable, *,
-                       classes: int, optimizer: str = "adam", momentum: float = 0.9,
-                       device: str | torch.device = "cpu", seed: int = 0) -> EpochTrainer:
+                       classes: int, optimizer: str | OptimizerFactory = "adam",
+                       momentum: float = 0.9, device: str | torch.device = "cpu",
+                       seed: int = 0) -> EpochTrainer:
     """An :data:`EpochTrainer` training ``model_factory()`` on ``train_loader`` with a constant
-    learning rate. Every trial re-seeds torch with ``seed`` (same initial weights and batch
-    order for every point, so responses differ only by the hyper-parameters)."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
+    learning rate. ``optimizer``: ``"adam"``, ``"sgd"`` (with ``momentum``) or an
+    :data:`OptimizerFactory`. Every trial re-seeds torch with ``seed`` (same initial weights and
+    batch order for every point, so responses differ only by the hyper-parameters)."""
+    factory = named_optimizer(optimizer, momentum) if isinstance(optimizer, str) else optimizer
     device = torch.device(device)
 
     def trainer(hparams: Mapping[str, float], epochs: int) -> TrialCurves:
         torch.manual_seed(seed)
         model = model_factory().to(device)
-        opt = make_optimizer(optimizer, model.parameters(), hparams["lr"],
-                             hparams.get("weight_decay", 0.0), momentum)
+        opt = factory(model.parameters(), hparams)
         loss, accuracy, metrics = [], [], []
         for _ in range(epochs):
             record = train_epoch(model, train_loader, opt, device=device)

@@ -1,17 +1,22 @@
-"""autoHyper on an image task with a small CNN, and the fixed longer training that judges a
-learning rate (used by ``at2 autohyper`` and ``benchmarks/autohyper_digits.py``)."""
+"""autoHyper studies: the small CNN on an image task, the fixed longer training that judges a
+learning rate (``at2 autohyper``, ``benchmarks/autohyper_digits.py``), and the comparison of a
+database task's best learning rates with autoHyper's picks (:func:`learning_rate_study`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from hyperrec.database import DEFAULT_METRIC, Database
 from hyperrec.tasks import ImageTask
 from hyperrec.training import evaluate, train_epoch
 
@@ -79,3 +84,41 @@ def lr_grid(low: float = 1e-4, high: float = 1e-1, points: int = 10) -> np.ndarr
     """The comparison grid: ``points`` log-spaced learning rates from ``low`` to ``high``."""
     return np.logspace(np.log10(low), np.log10(high), points)
 
+
+
+HYPERREC_OPTIMIZERS = {"adam": "Adam", "sgd": "Momentum"}
+"""autoHyper's optimizer names -> the HyperRec space's."""
+
+
+def learning_rate_study(db: Database, task: str, picks: Mapping[str, float], *,
+                        metric: str = DEFAULT_METRIC, profile: int = 0, top: int = 10
+                        ) -> list[dict[str, Any]]:
+    """How the learning rates of a task's best configurations compare with autoHyper's picks.
+
+    For each optimizer in ``picks`` (``"adam"``/``"sgd"`` -> learning rate), among the
+    configurations of that optimizer observed on ``task``: the best one's learning rate, the
+    geometric mean learning rate of the ``top`` best, autoHyper's pick and its factor to that mean,
+    and the Spearman correlation between a configuration's rank and its learning rate's log
+    distance to the pick (positive: configurations closer to autoHyper's choice rank better).
+    """
+    rank = db.ranking(task, metric, profile)
+    observed = ~np.isnan(db.final_values(task, metric, profile))
+    rows = []
+    for name, pick in picks.items():
+        family = HYPERREC_OPTIMIZERS.get(name, name)
+        members = np.flatnonzero(observed & np.array([c["optimizer"] == family
+                                                      for c in db.configs]))
+        if members.size == 0:
+            raise ValueError(f"task {task!r} has no observed {family} configuration")
+        members = members[np.argsort(rank[members])]
+        lrs = np.array([db.configs[i]["lr"] for i in members])
+        best = lrs[:top]
+        geo = float(np.exp(np.log(best).mean()))
+        distance = np.abs(np.log(lrs / pick))
+        rho = float(spearmanr(distance, rank[members]).statistic) if members.size > 2 else None
+        rho = None if rho is None or np.isnan(rho) else rho  # JSON has no NaN
+        rows.append({"optimizer": family, "configurations": int(members.size),
+                     "best_config_id": int(db.config_ids[members[0]]), "best_lr": float(lrs[0]),
+                     f"top{top}_geomean_lr": geo, "autohyper_lr": float(pick),
+                     "autohyper_over_top": float(pick / geo), "spearman_rank_vs_distance": rho})
+    return rows

@@ -3,7 +3,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from hyperrec.build import (
     EPOCH_METRICS,
@@ -17,22 +16,9 @@ from hyperrec.build import (
     train_run,
 )
 from hyperrec.cli import main
-from hyperrec.database import Database, DatabaseError
+from hyperrec.database import DatabaseError
 from hyperrec.spaces import hyperrec_space
 from hyperrec.tasks import TaskError, load_task, split_indices
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """A tiny ImageFolder task: 2 classes x 15 RGB 8x8 images (bright vs dark)."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for label, level in (("bright", 200), ("dark", 40)):
-        (root / label).mkdir()
-        for i in range(15):
-            pixels = np.clip(level + rng.normal(0, 20, (8, 8, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
-    return root
 
 
 def test_split_is_a_reproducible_60_20_20_partition():
