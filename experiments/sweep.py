@@ -27,6 +27,7 @@ from at2.cli import parse_options
 from at2.records import is_complete
 from hyperrec.cli import setup_logging
 from hyperrec.database import Database
+from hyperrec.parallel import start_ray
 
 from .reproduce import METHODS, Trial, run_trial
 
@@ -101,13 +102,8 @@ def _process_pool(pending: Sequence[Trial], root: str, workers: int, threads: in
 
 def _ray(pending: Sequence[Trial], root: str, workers: int, threads: int,
          address: str | None) -> ResultStream:
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError("--backend ray needs Ray: pip install -e '.[ray]'") from None
-    ray.init(address=address, num_cpus=None if address else workers * threads,
-             include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    remote: Callable = ray.remote(num_cpus=threads)(_run)
+    ray = start_ray(address, workers, threads)
+    remote = ray.remote(num_cpus=threads)(_run)
     refs = {remote.remote(t, root, threads): t for t in pending}
     while refs:
         done, _ = ray.wait(list(refs), num_returns=1)

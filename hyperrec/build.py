@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .database import Database, DatabaseError, atomic_file
+from .parallel import start_ray
 from .space import SearchSpace
 from .spaces import hyperrec_space, to_published
 from .tasks import ImageTask, load_task
@@ -81,7 +82,12 @@ class Run:
         return int(np.random.SeedSequence([self.profile, self.config_id]).generate_state(1)[0])
 
     def checkpoint(self, work: Path) -> Path:
+        """The run's training state (model, optimizer, scheduler, random states, records)."""
         return work / self.task.name / f"{self.config_id}-{self.profile}.pt"
+
+    def records_file(self, work: Path) -> Path:
+        """The run's records alone (small: what the driver reads while the run progresses)."""
+        return work / self.task.name / f"{self.config_id}-{self.profile}.records.pt"
 
 
 @dataclass
@@ -177,23 +183,27 @@ def train_run(run: Run, work: str | Path, threads: int | None = None,
         records.epoch["train_time"].append(trained.seconds)
         records.batches.append(np.column_stack([trained.loss, trained.accuracy]))
         path.parent.mkdir(parents=True, exist_ok=True)
+        saved = {"epoch": records.epoch, "batches": records.batches}
         with atomic_file(path) as tmp:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "shuffle": shuffle.get_state(),
-                        "torch_rng": torch.get_rng_state(), "epoch": records.epoch,
-                        "batches": records.batches, "run": asdict(run)}, tmp)
+                        "torch_rng": torch.get_rng_state(), **saved, "run": asdict(run)}, tmp)
+        with atomic_file(run.records_file(Path(work))) as tmp:
+            torch.save(saved, tmp)
         log.debug("run %s-%s epoch %d: val acc %.3f", run.config_id, run.profile, epoch,
                   records.epoch["val_acc"][-1])
     return records
 
 
 def checkpointed_records(run: Run, work: str | Path) -> RunRecords | None:
-    """The records in ``run``'s checkpoint, or None when it has none (read-only)."""
-    path = run.checkpoint(Path(work))
+    """The records ``run``'s worker has saved so far, or None when it has none (read-only; the
+    small records file, not the training state). After a kill between the two files it may lag
+    the checkpoint by an epoch, which the resumed worker then reports."""
+    path = run.records_file(Path(work))
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return RunRecords(state["epoch"], list(state["batches"]))
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    return RunRecords(saved["epoch"], list(saved["batches"]))
 
 
 # ---------------------------------------------------------------------- the driver
@@ -252,12 +262,7 @@ def _ray(runs: Sequence[Run], work: str, workers: int, threads: int, address: st
          poll: float = 10.0) -> Iterable[tuple[Run, RunRecords | None]]:
     """As :func:`_process_pool` on a Ray cluster (local, or the one at ``address``); records come
     back as the tasks' return values, so workers need no shared file system beyond ``work``."""
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError("--backend ray needs Ray: pip install -e '.[ray]'") from None
-    ray.init(address=address, num_cpus=None if address else workers * threads,
-             include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray = start_ray(address, workers, threads)
     remote = ray.remote(num_cpus=threads)(_run_worker)
     refs = {remote.remote(r, work, threads): r for r in runs}
     while refs:
@@ -383,7 +388,8 @@ def build(plan: BuildPlan, *, workers: int = 1, backend: str = "process",
             done[key] = write_records(db, run, records, before)
             bar.update(done[key] - before)
             if done[key] == run.epochs and before < run.epochs:
-                run.checkpoint(work).unlink(missing_ok=True)  # recorded: its state is not needed
+                for done_file in (run.checkpoint(work), run.records_file(work)):
+                    done_file.unlink(missing_ok=True)  # recorded: the files are not needed
                 log.info("run %s (configuration %d, profile %d) finished: val acc %.3f",
                          run.task.name, run.config_id, run.profile, records.epoch["val_acc"][-1])
     return db

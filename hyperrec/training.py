@@ -49,9 +49,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def _topk_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``(len(TOPK),)`` number of samples whose label is among the top k logits."""
     top = logits.topk(min(max(TOPK), logits.shape[-1]), dim=-1).indices
-    hit = (top == labels[:, None]).cumsum(-1).clamp(max=1)  # (N, kmax): label within top j+1
-    ks = torch.tensor([min(k, top.shape[-1]) - 1 for k in TOPK], device=logits.device)
-    return hit[:, ks].sum(0)
+    within = (top == labels[:, None]).cumsum(-1).clamp(max=1).sum(0)  # [j]: label in top j+1
+    return torch.stack([within[min(k, top.shape[-1]) - 1] for k in TOPK])
 
 
 def _sync(device: torch.device) -> None:

@@ -95,7 +95,7 @@ def make_epoch_trainer(model_factory: Callable[[], nn.Module], train_loader: Ite
             record = train_epoch(model, train_loader, opt, device=device)
             loss.append(record.loss.mean())
             accuracy.append(record.accuracy[:, 0].mean())
-            finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+            finite = bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
             if not (np.isfinite(loss[-1]) and finite):
                 break
             metrics.append(low_rank_metrics(model))
