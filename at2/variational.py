@@ -7,6 +7,13 @@ and embedding tables) and their epoch coordinate kept positive. Trained on the v
 minibatch SGD with momentum and a linear warm-up then linear decay of the learning rate; the
 defaults are the paper's sweep: 200 offline epochs, learning rate 0.02, momentum 0.8, warm-up ratio
 0.01, batch 1000, and 3 refit epochs after each query.
+
+Training uses :class:`_WhitenedStrategy`, gpytorch's whitened ``VariationalStrategy`` with a leaner
+minibatch path: the ELBO needs only the marginal variances, so a step computes ``K_uu`` and
+``K_uf`` (never the batch's own ``n x n`` block), factorises ``K_uu`` in the model's dtype and
+forms the variance from ``L_S' K_uu^-1/2 K_uf`` (one ``M x M x n`` product, where the generic
+path forms ``S = L_S L_S'`` and ``(S - I) K_uu^-1/2 K_uf``); the KL term is the closed form for the
+whitened prior. Prediction (eval mode) is gpytorch's own path.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from gpytorch.distributions import MultivariateNormal
 from gpytorch.mlls import VariationalELBO
 from gpytorch.models import ApproximateGP
 from gpytorch.variational import CholeskyVariationalDistribution, VariationalStrategy
+from linear_operator.operators import DiagLinearOperator, LinearOperator
+from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 from .engine import Engine
@@ -24,11 +33,41 @@ from .model import AT2Surrogate, CurveGrid
 _MIN_T = 1e-3
 
 
+class _WhitenedStrategy(VariationalStrategy):
+    """``VariationalStrategy`` (whitened, Cholesky-parametrised ``q(u) = N(m, L_S L_S')``) whose
+    training forward returns only marginal variances, computed with one ``M x M x n`` product; see
+    the module docstring. Identical in value to the parent's; eval mode is the parent's."""
+
+    def forward(self, x: Tensor, inducing_points: Tensor, inducing_values: Tensor,
+                variational_inducing_covar: LinearOperator | None = None, diag: bool = True,
+                **kwargs) -> MultivariateNormal:
+        if not (self.training and diag) or variational_inducing_covar is None:
+            return super().forward(x, inducing_points, inducing_values,
+                                   variational_inducing_covar, diag=diag, **kwargs)
+        kernel = self.model.covar_module
+        eye = torch.eye(inducing_points.shape[-2], dtype=x.dtype, device=x.device)
+        K_uu = kernel.forward(inducing_points, inducing_points) + self.jitter_val * eye
+        interp = torch.linalg.solve_triangular(psd_safe_cholesky(K_uu),
+                                               kernel.forward(inducing_points, x), upper=False)
+        L_S = variational_inducing_covar.root_decomposition().root.to_dense()
+        mean = self.model.mean_module(x) + interp.mT @ inducing_values
+        variance = (kernel.forward(x, x, diag=True) + self.jitter_val - interp.square().sum(-2)
+                    + (L_S.mT @ interp).square().sum(-2))
+        return MultivariateNormal(mean, DiagLinearOperator(variance.clamp_min(1e-10)))
+
+    def kl_divergence(self) -> Tensor:
+        """``KL(N(m, L_S L_S') || N(0, I))`` in closed form."""
+        q = self._variational_distribution
+        L_S = q.chol_variational_covar.tril()
+        return 0.5 * (L_S.square().sum() + q.variational_mean.square().sum() - L_S.shape[-1]
+                      - torch.log(torch.diagonal(L_S).square()).sum())
+
+
 class _SparseGP(ApproximateGP):
     def __init__(self, model: AT2Surrogate, inducing_points: Tensor) -> None:
         distribution = CholeskyVariationalDistribution(inducing_points.shape[0])
-        strategy = VariationalStrategy(self, inducing_points, distribution,
-                                       learn_inducing_locations=True)
+        strategy = _WhitenedStrategy(self, inducing_points, distribution,
+                                     learn_inducing_locations=True)
         super().__init__(strategy)
         self.mean_module = model.mean
         self.covar_module = model.covar_module

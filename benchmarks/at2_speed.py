@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from at2.cli import _options
+from at2.cli import parse_options
 from at2.tuner import ENGINES, AT2Tuner
 from hyperrec.database import Database
 
@@ -52,7 +52,7 @@ def main() -> None:
     db = Database.open(args.database)
     pair = db.pair(args.pair)
     tuner = AT2Tuner(db, pair.sources, pair.target, engine=args.engine, seed=args.seed,
-                     device=args.device, engine_options=_options(args.option))
+                     device=args.device, engine_options=parse_options(args.option))
     start = time.perf_counter()
     result = tuner.tune(args.queries, progress=False)
     total = time.perf_counter() - start

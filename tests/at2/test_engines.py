@@ -1,8 +1,10 @@
 import math
 
+import gpytorch
 import numpy as np
 import pytest
 import torch
+from gpytorch.variational import VariationalStrategy
 
 from at2.exact import ExactEngine
 from at2.model import AT2Surrogate, CurveGrid
@@ -174,3 +176,25 @@ def test_warmup_then_linear_decay():
     assert values[0] == 0.5 and values[1] == 1.0  # 2 warm-up steps
     assert values[2] == 1.0 and (np.diff(values[2:]) < 0).all()
     assert values[-1] == pytest.approx(1 / 198)
+
+
+def test_variational_training_path_matches_gpytorch(tiny_db):
+    """The lean training forward and closed-form KL equal gpytorch's generic whitened strategy."""
+    names = tiny_db.tasks
+    grid = CurveGrid.from_database(tiny_db, names[1:], names[0])
+    model = AT2Surrogate(tiny_db.space, len(names))
+    model.initialize_from(grid)
+    engine = VariationalEngine(model, grid, epochs=2, inducing=24, batch_size=16, lr=0.1)
+    engine.fit()  # moves q(u) and the inducing points away from their initial values
+    strategy = engine.gp.variational_strategy
+    X, _ = engine._data()
+    strategy.train()
+    q = strategy.variational_distribution
+    args = (X[:40], strategy.inducing_points, q.mean, q.lazy_covariance_matrix)
+    lean = strategy.forward(*args)
+    generic = VariationalStrategy.forward(strategy, *args)
+    torch.testing.assert_close(lean.mean, generic.mean)
+    torch.testing.assert_close(lean.variance, generic.variance)
+    with gpytorch.settings.max_preconditioner_size(0):
+        expected = torch.distributions.kl.kl_divergence(q, strategy.prior_distribution)
+    torch.testing.assert_close(strategy.kl_divergence(), expected)
