@@ -13,15 +13,22 @@ the prior variance of others. Fully observed source tasks cannot constrain that 
 prior standard deviations of 1.7 to 9 accuracy units at the last epoch), and the target inherits
 it, which ruins its predictions. Normalised, the kernel is a correlation between configurations
 and all amplitude lives in the task and epoch kernels. Still positive semi-definite.
+
+Computed as the squared inner product of unit vectors: with ``psi(x) = [phi(x), sqrt(c)] /
+sqrt(|phi(x)|^2 + c)``, ``k(x, x') = (psi(x) . psi(x'))^2`` -- one matrix product and one square
+over the ``n x m`` output, which matters in the variational engine's minibatch steps.
 """
 
 from __future__ import annotations
 
 import torch
-from gpytorch.kernels import Kernel, PolynomialKernel
+from gpytorch.constraints import Positive
+from gpytorch.kernels import Kernel
 from torch import Tensor, nn
 
 from hyperrec.space import SearchSpace
+
+from .task_kernel import set_constrained
 
 
 class ConfigFeatures(nn.Module):
@@ -44,21 +51,30 @@ class ConfigFeatures(nn.Module):
 class DeepPolynomialKernel(Kernel):
     """Normalised degree-2 polynomial kernel on :class:`ConfigFeatures` (module docstring).
 
-    Inputs: encodings ``x1 (..., n, D)``, ``x2 (..., m, D)``; output ``(..., n, m)``.
+    Inputs: encodings ``x1 (..., n, D)``, ``x2 (..., m, D)``; output ``(..., n, m)``. The offset
+    ``c`` is learnable (positive, initially 1).
     """
 
-    def __init__(self, space: SearchSpace, **kwargs) -> None:
+    def __init__(self, space: SearchSpace, offset: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.features = ConfigFeatures(space)
-        self.polynomial = PolynomialKernel(power=2)
-        self.polynomial.offset = 1.0
+        self.register_parameter("raw_offset", nn.Parameter(torch.zeros(())))
+        self.register_constraint("raw_offset", Positive())
+        set_constrained(self, "offset", offset)
+
+    @property
+    def offset(self) -> Tensor:
+        return self.raw_offset_constraint.transform(self.raw_offset)
+
+    def directions(self, x: Tensor) -> Tensor:
+        """``psi``: encodings ``(..., D)`` -> unit vectors ``(..., w + 1)``."""
+        phi = self.features(x)
+        psi = torch.cat([phi, self.offset.sqrt().expand(*phi.shape[:-1], 1)], dim=-1)
+        return psi / torch.linalg.vector_norm(psi, dim=-1, keepdim=True)
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor:
-        f1 = self.features(x1)
-        f2 = f1 if x2 is x1 else self.features(x2)
-        k = self.polynomial.forward(f1, f2, diag=diag)
-        d1 = self.polynomial.forward(f1, f1, diag=True)
-        d2 = d1 if f2 is f1 else self.polynomial.forward(f2, f2, diag=True)
+        psi1 = self.directions(x1)
+        psi2 = psi1 if x2 is x1 else self.directions(x2)
         if diag:
-            return k / torch.sqrt(d1 * d2)
-        return k / torch.sqrt(d1.unsqueeze(-1) * d2.unsqueeze(-2))
+            return (psi1 * psi2).sum(-1).square()
+        return (psi1 @ psi2.mT).square()

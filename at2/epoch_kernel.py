@@ -52,9 +52,10 @@ class FreezeThawKernel(Kernel):
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor:
         t1, t2 = x1[..., 0], x2[..., 0]
+        s = self.outputscale
         if diag:
-            k = 1 + self._decay(t1 + t2) - self._decay(t1) - self._decay(t2)
-        else:
-            k1, k2 = self._decay(t1).unsqueeze(-1), self._decay(t2).unsqueeze(-2)
-            k = 1 + self._decay(t1.unsqueeze(-1) + t2.unsqueeze(-2)) - k1 - k2
-        return self.outputscale * k
+            return s * (1 + self._decay(t1 + t2) - self._decay(t1) - self._decay(t2))
+        # s K(t + t') = exp(log s - a log(1 + t / b + t' / b)): four passes over the n x m output
+        cross = torch.log1p((t1 / self.beta).unsqueeze(-1) + (t2 / self.beta).unsqueeze(-2))
+        cross = torch.exp(torch.addcmul(s.log(), cross, -self.alpha))
+        return cross + (s * (1 - self._decay(t1))).unsqueeze(-1) - (s * self._decay(t2)).unsqueeze(-2)

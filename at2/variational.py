@@ -23,7 +23,7 @@ from gpytorch.distributions import MultivariateNormal
 from gpytorch.mlls import VariationalELBO
 from gpytorch.models import ApproximateGP
 from gpytorch.variational import CholeskyVariationalDistribution, VariationalStrategy
-from linear_operator.operators import DiagLinearOperator, LinearOperator
+from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
@@ -35,24 +35,25 @@ _MIN_T = 1e-3
 
 class _WhitenedStrategy(VariationalStrategy):
     """``VariationalStrategy`` (whitened, Cholesky-parametrised ``q(u) = N(m, L_S L_S')``) whose
-    training forward returns only marginal variances, computed with one ``M x M x n`` product; see
+    training call returns only marginal variances, computed with one ``M x M x n`` product; see
     the module docstring. Identical in value to the parent's; eval mode is the parent's."""
 
-    def forward(self, x: Tensor, inducing_points: Tensor, inducing_values: Tensor,
-                variational_inducing_covar: LinearOperator | None = None, diag: bool = True,
-                **kwargs) -> MultivariateNormal:
-        if not (self.training and diag) or variational_inducing_covar is None:
-            return super().forward(x, inducing_points, inducing_values,
-                                   variational_inducing_covar, diag=diag, **kwargs)
-        kernel = self.model.covar_module
-        eye = torch.eye(inducing_points.shape[-2], dtype=x.dtype, device=x.device)
-        K_uu = kernel.forward(inducing_points, inducing_points) + self.jitter_val * eye
-        interp = torch.linalg.solve_triangular(psd_safe_cholesky(K_uu),
-                                               kernel.forward(inducing_points, x), upper=False)
-        L_S = variational_inducing_covar.root_decomposition().root.to_dense()
-        mean = self.model.mean_module(x) + interp.mT @ inducing_values
-        variance = (kernel.forward(x, x, diag=True) + self.jitter_val - interp.square().sum(-2)
-                    + (L_S.mT @ interp).square().sum(-2))
+    def __call__(self, x: Tensor, prior: bool = False, diag: bool = True,
+                 **kwargs) -> MultivariateNormal:
+        if prior or not (self.training and diag and self.variational_params_initialized.item()):
+            return super().__call__(x, prior=prior, diag=diag, **kwargs)
+        self._clear_cache()
+        kernel, Z = self.model.covar_module, self.inducing_points
+        K_uu = kernel.forward(Z, Z)
+        K_uu.diagonal().add_(self.jitter_val)
+        interp = torch.linalg.solve_triangular(psd_safe_cholesky(K_uu), kernel.forward(Z, x),
+                                               upper=False)
+        q = self._variational_distribution
+        mean = self.model.mean_module(x) + interp.mT @ q.variational_mean
+        variance = (kernel.forward(x, x, diag=True) + self.jitter_val
+                    - torch.linalg.vector_norm(interp, dim=-2).square()
+                    + torch.linalg.vector_norm(q.chol_variational_covar.tril().mT @ interp,
+                                               dim=-2).square())
         return MultivariateNormal(mean, DiagLinearOperator(variance.clamp_min(1e-10)))
 
     def kl_divergence(self) -> Tensor:
