@@ -58,4 +58,5 @@ class FreezeThawKernel(Kernel):
         # s K(t + t') = exp(log s - a log(1 + t / b + t' / b)): four passes over the n x m output
         cross = torch.log1p((t1 / self.beta).unsqueeze(-1) + (t2 / self.beta).unsqueeze(-2))
         cross = torch.exp(torch.addcmul(s.log(), cross, -self.alpha))
-        return cross + (s * (1 - self._decay(t1))).unsqueeze(-1) - (s * self._decay(t2)).unsqueeze(-2)
+        rest = (s * (1 - self._decay(t1))).unsqueeze(-1) - (s * self._decay(t2)).unsqueeze(-2)
+        return cross + rest
