@@ -1,8 +1,11 @@
 """Speed of the AT2 engines on one published pair: offline fit, seconds per query, peak memory.
 
 Prints, in the same run, the time of a fixed reference computation (Cholesky of a 2000 x 2000
-float64 matrix) so that figures from different machines compare as ratios. It measures; it does
-not judge.
+float64 matrix) so that figures from different machines compare as ratios. For the variational
+engine it also prints the time of one minibatch step and of the linear algebra alone that such a
+step must do (Cholesky of ``K_uu``, the triangular solve against ``K_uf``, the product with
+``L_S'``, and their gradients, on random matrices of the same sizes): a floor under the step's
+time on this machine. It measures; it does not judge.
 
     python benchmarks/at2_speed.py --database data/HyperRec.h5 --pair 0 --engine exact
     python benchmarks/at2_speed.py --database data/HyperRec.h5 --pair 0 --engine variational \
@@ -35,6 +38,26 @@ def reference_cholesky_seconds(repeats: int = 5) -> float:
         torch.linalg.cholesky(spd)
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
+
+
+def svgp_linear_algebra_seconds(inducing: int, batch: int, repeats: int = 10) -> float:
+    """Median time of the linear algebra of one whitened-SVGP minibatch step, forward and backward,
+    in float32: ``L = chol(K_uu)``, ``A = L^-1 K_uf``, ``||A||^2`` and ``||L_S' A||^2`` per column,
+    ``A' m``."""
+    g = torch.Generator().manual_seed(0)
+    root = torch.randn(inducing, 20, generator=g)
+    K_uu = (root @ root.T / 20 + torch.eye(inducing)).requires_grad_()
+    K_uf = (0.1 * torch.randn(inducing, batch, generator=g)).requires_grad_()
+    L_S = (0.01 * torch.randn(inducing, inducing, generator=g)).tril().requires_grad_()
+    m = torch.randn(inducing, generator=g).requires_grad_()
+    times = []
+    for _ in range(repeats + 2):
+        start = time.perf_counter()
+        A = torch.linalg.solve_triangular(torch.linalg.cholesky(K_uu), K_uf, upper=False)
+        variance = A.square().sum(0) - (L_S.mT @ A).square().sum(0)
+        ((A.mT @ m).square() + variance).sum().backward()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[2:]))
 
 
 def main() -> None:
@@ -70,6 +93,14 @@ def main() -> None:
         "query_mean_in_reference_units": round(float(per_query.mean()) / reference, 1),
         "final_recommended_rank": result.records[-1].recommended_rank,
     }
+    if args.engine == "variational":
+        engine = tuner.engine
+        steps = engine.refit_epochs * -(-int(tuner.grid.observed.sum()) // engine.batch_size)
+        start = time.perf_counter()
+        engine.update()
+        report["minibatch_step_s"] = round((time.perf_counter() - start) / steps, 4)
+        report["step_linear_algebra_s"] = round(svgp_linear_algebra_seconds(
+            len(engine.gp.variational_strategy.inducing_points), engine.batch_size), 4)
     print(json.dumps(report, indent=1))  # noqa: T201 - the benchmark's output
 
 
