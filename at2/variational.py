@@ -9,11 +9,13 @@ defaults are the paper's sweep: 200 offline epochs, learning rate 0.02, momentum
 0.01, batch 1000, and 3 refit epochs after each query.
 
 Training uses :class:`_WhitenedStrategy`, gpytorch's whitened ``VariationalStrategy`` with a leaner
-minibatch path: the ELBO needs only the marginal variances, so a step computes ``K_uu`` and
-``K_uf`` (never the batch's own ``n x n`` block), factorises ``K_uu`` in the model's dtype and
-forms the variance from ``L_S' K_uu^-1/2 K_uf`` (one ``M x M x n`` product, where the generic
-path forms ``S = L_S L_S'`` and ``(S - I) K_uu^-1/2 K_uf``); the KL term is the closed form for the
-whitened prior. Prediction (eval mode) is gpytorch's own path.
+minibatch path: the ELBO needs only the marginal variances, so a training call reads ``m`` and
+``L_S`` straight from the variational parameters, computes ``K_uu`` and ``K_uf`` (never the batch's
+own ``n x n`` block), factorises ``K_uu`` in the model's dtype and forms the variance from
+``L_S' K_uu^-1/2 K_uf`` (one ``M x M x n`` product, where the generic path forms ``S = L_S L_S'``
+and ``(S - I) K_uu^-1/2 K_uf``); the KL term is the closed form for the whitened prior. Prediction
+(eval mode) is gpytorch's own path. What a step costs is then mostly its own linear algebra
+(``benchmarks/at2_speed.py`` prints both).
 """
 
 from __future__ import annotations
