@@ -77,6 +77,9 @@ def test_freeze_thaw_kernel_is_symmetric_psd_and_pinned(dtype):
     kernel = FreezeThawKernel(alpha=1.3, beta=0.4, outputscale=2.0).to(dtype)
     t = (torch.arange(1, 76, dtype=dtype) / 75).unsqueeze(-1)
     K = kernel(t, t).to_dense().detach()
+    a, b, s = (v.detach() for v in (kernel.alpha, kernel.beta, kernel.outputscale))
+    decay = lambda x: (b / (x + b)) ** a  # noqa: E731 - the formula as written in the paper
+    torch.testing.assert_close(K, s * (1 + decay(t + t.T) - decay(t) - decay(t.T)))
     assert torch.allclose(K, K.T)
     assert torch.linalg.eigvalsh(K.double()).min() > -1e-5 * K.abs().max()
     torch.testing.assert_close(kernel(t, t, diag=True).detach(), torch.diagonal(K))
@@ -99,10 +102,14 @@ def test_deep_kernel_on_any_space(make_space, dtype):
     K = kernel(x, x).to_dense()
     assert K.shape == (30, 30)
     torch.testing.assert_close(torch.diagonal(K), torch.ones(30, dtype=dtype))  # normalised
+    phi = kernel.features(x)
+    p = (phi @ phi.T + kernel.offset) ** 2  # the polynomial kernel, then its normalisation
+    torch.testing.assert_close(K, p / torch.sqrt(p.diagonal()[:, None] * p.diagonal()[None]))
     assert torch.linalg.eigvalsh(K.detach().double()).min() > -1e-5
     assert kernel(x.expand(3, 30, -1), x[:4].expand(3, 4, -1)).to_dense().shape == (3, 30, 4)
     K.sum().backward()
     assert kernel.features.mlp[0].weight.grad.abs().sum() > 0
+    assert kernel.raw_offset.grad.abs() > 0
     if space.categorical:
         assert kernel.features.embeddings[0].weight.grad.abs().sum() > 0
 
