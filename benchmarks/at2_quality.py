@@ -15,7 +15,11 @@ mean over its epochs) with its true best-epoch value, beside the same for the ze
 mean source rank; the true ranks of the posterior's top five; for configurations not trained yet,
 the mean posterior standard deviation at the last epoch and the mean and RMS error of their
 posterior best (all of them, and the 20 truly best); and, after the last query, the epochs spent
-per configuration (most first, with each one's true rank). It measures; it does not judge.
+per configuration (most first, with each one's true rank) and how the fitted model ties the target
+to the sources: the fraction of the target's prior variance (task kernel) left given the sources,
+the weights of the sources' deviations in the target's conditional mean, the target's constant
+mean and noise variance, and the RMS misfit of the posterior mean on the target's observations.
+It measures; it does not judge.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from collections import Counter
 
 import numpy as np
+import torch
 from scipy.stats import spearmanr
 
 from at2.cli import parse_options
@@ -75,7 +80,24 @@ def diagnose(tuner: AT2Tuner, budget: int) -> list[str]:
                 f" RMS {np.sqrt(np.mean(top20**2)):.4f}")
     lines.append("  epochs spent (config: epochs, rank): " + ", ".join(
         f"{cid}: {n}, {rank[column[cid]]}" for cid, n in spent.most_common(6)))
+    lines.append("  " + target_tie(tuner))
     return lines
+
+
+@torch.no_grad()
+def target_tie(tuner: AT2Tuner) -> str:
+    """How the fitted model ties the target to the sources (module docstring)."""
+    model = tuner.engine.model
+    K = model.task_kernel.matrix()
+    weights = torch.linalg.pinv(K[:-1, :-1]) @ K[-1, :-1]
+    left = (K[-1, -1] - K[-1, :-1] @ weights) / K[-1, -1]
+    mean, _ = tuner.posterior()
+    misfit = (mean - tuner.grid.values[-1])[tuner.observed]
+    return (f"target given sources: {float(left):.1e} of its variance left, source weights "
+            f"{np.round(weights.cpu().numpy(), 2).tolist()} (sum {float(weights.sum()):.2f}); "
+            f"target mean {float(model.mean.constants[-1]):+.2f}, noise variance "
+            f"{float(model.likelihood.noise[-1]):.4f}, RMS misfit on its observations "
+            f"{float(misfit.square().mean().sqrt()):.3f}")
 
 
 def main() -> None:
