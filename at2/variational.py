@@ -11,7 +11,8 @@ defaults are the paper's sweep: 200 offline epochs, learning rate 0.02, momentum
 Training uses :class:`_WhitenedStrategy`, gpytorch's whitened ``VariationalStrategy`` with a leaner
 minibatch path: the ELBO needs only the marginal variances, so a training call reads ``m`` and
 ``L_S`` straight from the variational parameters, computes ``K_uu`` and ``K_uf`` (never the batch's
-own ``n x n`` block), factorises ``K_uu`` in the model's dtype and forms the variance from
+own ``n x n`` block; ``K_uf`` gathered from per-factor tables over the grid's tasks,
+configurations and epochs), factorises ``K_uu`` in the model's dtype and forms the variance from
 ``L_S' K_uu^-1/2 K_uf`` (one ``M x M x n`` product, where the generic path forms ``S = L_S L_S'``
 and ``(S - I) K_uu^-1/2 K_uf``); the KL term is the closed form for the whitened prior. Prediction
 (eval mode) is gpytorch's own path. What a step costs is then mostly its own linear algebra
@@ -40,16 +41,26 @@ class _WhitenedStrategy(VariationalStrategy):
     training call returns only marginal variances, computed with one ``M x M x n`` product; see
     the module docstring. Identical in value to the parent's; eval mode is the parent's."""
 
+    def __init__(self, model: ApproximateGP, inducing_points: Tensor, grid: CurveGrid,
+                 **kwargs) -> None:
+        super().__init__(model, inducing_points, CholeskyVariationalDistribution(
+            inducing_points.shape[0]), learn_inducing_locations=True, **kwargs)
+        self.grid = grid
+
     def __call__(self, x: Tensor, prior: bool = False, diag: bool = True,
+                 cells: tuple[Tensor, Tensor, Tensor] | None = None,
                  **kwargs) -> MultivariateNormal:
+        """``q(f)`` at rows ``x (n, D + 2)``; in training, ``cells`` (the rows' task,
+        configuration and epoch indices on ``grid``, ``(n,)`` each) let ``K_uf`` come from
+        per-factor tables (:meth:`~at2.model.ColumnProductKernel.on_grid`)."""
         if prior or not (self.training and diag and self.variational_params_initialized.item()):
             return super().__call__(x, prior=prior, diag=diag, **kwargs)
         self._clear_cache()
         kernel, Z = self.model.covar_module, self.inducing_points
         K_uu = kernel.forward(Z, Z)
         K_uu.diagonal().add_(self.jitter_val)
-        interp = torch.linalg.solve_triangular(psd_safe_cholesky(K_uu), kernel.forward(Z, x),
-                                               upper=False)
+        K_uf = kernel.forward(Z, x) if cells is None else kernel.on_grid(Z, self.grid, *cells)
+        interp = torch.linalg.solve_triangular(psd_safe_cholesky(K_uu), K_uf, upper=False)
         q = self._variational_distribution
         mean = self.model.mean_module(x) + interp.mT @ q.variational_mean
         variance = (kernel.forward(x, x, diag=True) + self.jitter_val
@@ -67,11 +78,8 @@ class _WhitenedStrategy(VariationalStrategy):
 
 
 class _SparseGP(ApproximateGP):
-    def __init__(self, model: AT2Surrogate, inducing_points: Tensor) -> None:
-        distribution = CholeskyVariationalDistribution(inducing_points.shape[0])
-        strategy = _WhitenedStrategy(self, inducing_points, distribution,
-                                     learn_inducing_locations=True)
-        super().__init__(strategy)
+    def __init__(self, model: AT2Surrogate, inducing_points: Tensor, grid: CurveGrid) -> None:
+        super().__init__(_WhitenedStrategy(self, inducing_points, grid))
         self.mean_module = model.mean
         self.covar_module = model.covar_module
 
@@ -120,23 +128,23 @@ class VariationalEngine(Engine):
         self.lr, self.momentum, self.warmup_ratio = lr, momentum, warmup_ratio
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
-        X, _ = self._data()
+        X, _, _ = self._data()
         pick = torch.randperm(len(X), generator=self.generator)[: min(inducing, len(X))]
-        self.gp = _SparseGP(model, X[pick].clone()).to(X)
+        self.gp = _SparseGP(model, X[pick].clone(), grid).to(X)
         discrete = torch.zeros(X.shape[-1], dtype=torch.bool, device=X.device)
         discrete[: 1 + len(model.space.categorical)] = True  # task and choice columns are indices
         self.gp.variational_strategy.inducing_points.register_hook(
             lambda grad: grad.masked_fill(discrete, 0.0))
 
-    def _data(self) -> tuple[Tensor, Tensor]:
-        """All observed cells as rows ``(N, D + 2)`` and values ``(N,)``."""
-        task, config, epoch = torch.nonzero(self.grid.observed, as_tuple=True)
-        return (self.grid.inputs(task, config, epoch),
-                self.grid.values[task, config, epoch])
+    def _data(self) -> tuple[Tensor, Tensor, Tensor]:
+        """All observed cells: rows ``(N, D + 2)``, values ``(N,)`` and grid indices ``(3, N)``
+        (task, configuration, epoch)."""
+        cells = torch.nonzero(self.grid.observed, as_tuple=True)
+        return self.grid.inputs(*cells), self.grid.values[cells], torch.stack(cells)
 
     def _train(self, epochs: int) -> list[float]:
         self.model.task_kernel.update(self.grid.values, self.grid.observed)
-        X, y = self._data()
+        X, y, cells = self._data()
         elbo = VariationalELBO(self.model.likelihood, self.gp, num_data=len(y))
         parameters = {*self.gp.parameters(), *self.model.likelihood.parameters()}
         optimizer = torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum)
@@ -151,7 +159,8 @@ class VariationalEngine(Engine):
             total = 0.0
             for batch in order.split(self.batch_size):
                 optimizer.zero_grad(set_to_none=True)
-                loss = -elbo(self.gp(X[batch]), y[batch], x=X[batch])
+                loss = -elbo(self.gp(X[batch], cells=cells[:, batch].unbind()), y[batch],
+                             x=X[batch])
                 loss.backward()
                 optimizer.step()
                 schedule.step()

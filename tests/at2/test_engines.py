@@ -119,6 +119,33 @@ def test_exact_pointwise_posterior_equals_the_dense_gp_anywhere():
     assert batched.mean.shape == (2, 2) and batched.covariance_matrix.shape == (2, 2, 2)
 
 
+def test_product_kernel_on_grid_equals_it_on_rows():
+    """Covariances to grid cells from per-factor tables: same values and gradients as on rows."""
+    grid = small_grid()
+    model = model_for(grid)
+    cells = torch.nonzero(grid.observed, as_tuple=True)
+    rows = grid.inputs(*cells)
+    x1 = rows[::7].clone()
+    x1[:, -1] += 0.03  # inducing-like rows off the grid's epochs
+    x1.requires_grad_()
+    weights = torch.randn(len(x1), len(rows), dtype=torch.float64)
+    results = []
+    for covariance in (lambda: model.covar_module.forward(x1, rows),
+                       lambda: model.covar_module.on_grid(x1, grid, *cells)):
+        model.zero_grad()
+        x1.grad = None
+        k = covariance()
+        (weights * k).sum().backward()
+        results.append((k.detach(), x1.grad[:, -1].clone(),
+                        [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (k_rows, dt_rows, grads_rows), (k_grid, dt_grid, grads_grid) = results
+    torch.testing.assert_close(k_grid, k_rows)
+    torch.testing.assert_close(dt_grid, dt_rows)
+    assert len(grads_grid) == len(grads_rows) > 5
+    for a, b in zip(grads_grid, grads_rows):
+        torch.testing.assert_close(a, b)
+
+
 def test_exact_engine_refuses_sources_with_gaps():
     grid = small_grid()
     grid.values[1, 2, 3] = float("nan")
@@ -187,12 +214,12 @@ def test_variational_training_path_matches_gpytorch(tiny_db):
     engine = VariationalEngine(model, grid, epochs=2, inducing=24, batch_size=16, lr=0.1)
     engine.fit()  # moves q(u) and the inducing points away from their initial values
     strategy = engine.gp.variational_strategy
-    X, _ = engine._data()
+    X, _, cells = engine._data()
     strategy.train()
-    lean = strategy(X[:40])
     generic = VariationalStrategy.__call__(strategy, X[:40])
-    torch.testing.assert_close(lean.mean, generic.mean)
-    torch.testing.assert_close(lean.variance, generic.variance)
+    for lean in strategy(X[:40]), strategy(X[:40], cells=cells[:, :40].unbind()):
+        torch.testing.assert_close(lean.mean, generic.mean)
+        torch.testing.assert_close(lean.variance, generic.variance)
     q = strategy.variational_distribution
     with gpytorch.settings.max_preconditioner_size(0):
         expected = torch.distributions.kl.kl_divergence(q, strategy.prior_distribution)
