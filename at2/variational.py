@@ -41,10 +41,9 @@ class _WhitenedStrategy(VariationalStrategy):
     training call returns only marginal variances, computed with one ``M x M x n`` product; see
     the module docstring. Identical in value to the parent's; eval mode is the parent's."""
 
-    def __init__(self, model: ApproximateGP, inducing_points: Tensor, grid: CurveGrid,
-                 **kwargs) -> None:
+    def __init__(self, model: ApproximateGP, inducing_points: Tensor, grid: CurveGrid) -> None:
         super().__init__(model, inducing_points, CholeskyVariationalDistribution(
-            inducing_points.shape[0]), learn_inducing_locations=True, **kwargs)
+            inducing_points.shape[0]), learn_inducing_locations=True)
         self.grid = grid
 
     def __call__(self, x: Tensor, prior: bool = False, diag: bool = True,
