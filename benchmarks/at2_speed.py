@@ -4,8 +4,9 @@ Prints, in the same run, the time of a fixed reference computation (Cholesky of 
 float64 matrix) so that figures from different machines compare as ratios. For the variational
 engine it also prints the time of one minibatch step and of the linear algebra alone that such a
 step must do (Cholesky of ``K_uu``, the triangular solve against ``K_uf``, the product with
-``L_S'``, and their gradients, on random matrices of the same sizes): a floor under the step's
-time on this machine. It measures; it does not judge.
+``L_S'``, and their gradients, as the engine computes them, mixed precision included, on random
+matrices of the same sizes): a floor under the step's time on this machine. It measures; it does
+not judge.
 
     python benchmarks/at2_speed.py --database data/HyperRec.h5 --pair 0 --engine exact
     python benchmarks/at2_speed.py --database data/HyperRec.h5 --pair 0 --engine variational \
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from at2.cli import parse_options
+from at2.linalg import matmul, whiten
 from at2.tuner import ENGINES, AT2Tuner
 from hyperrec.database import Database
 
@@ -40,10 +42,13 @@ def reference_cholesky_seconds(repeats: int = 5) -> float:
     return float(np.median(times[1:]))
 
 
-def svgp_linear_algebra_seconds(inducing: int, batch: int, repeats: int = 10) -> float:
-    """Median time of the linear algebra of one whitened-SVGP minibatch step, forward and backward,
-    in float32: ``L = chol(K_uu)``, ``A = L^-1 K_uf``, ``||A||^2`` and ``||L_S' A||^2`` per column,
-    ``A' m``."""
+def svgp_linear_algebra_seconds(inducing: int, batch: int,
+                                product_dtype: torch.dtype | None = None,
+                                repeats: int = 10) -> float:
+    """Median time of the linear algebra of one whitened-SVGP minibatch step as the variational
+    engine does it, forward and backward, in float32: ``A = chol(K_uu)^-1 K_uf``
+    (:func:`at2.linalg.whiten`), ``||A||^2`` and ``||L_S' A||^2`` per column (the product and the
+    backward's ``G A'`` in ``product_dtype``), ``A' m``."""
     g = torch.Generator().manual_seed(0)
     root = torch.randn(inducing, 20, generator=g)
     K_uu = (root @ root.T / 20 + torch.eye(inducing)).requires_grad_()
@@ -53,8 +58,8 @@ def svgp_linear_algebra_seconds(inducing: int, batch: int, repeats: int = 10) ->
     times = []
     for _ in range(repeats + 2):
         start = time.perf_counter()
-        A = torch.linalg.solve_triangular(torch.linalg.cholesky(K_uu), K_uf, upper=False)
-        variance = A.square().sum(0) - (L_S.mT @ A).square().sum(0)
+        A = whiten(K_uu, K_uf, product_dtype)
+        variance = A.square().sum(0) - matmul(L_S.mT, A, product_dtype).square().sum(0)
         ((A.mT @ m).square() + variance).sum().backward()
         times.append(time.perf_counter() - start)
     return float(np.median(times[2:]))
@@ -99,8 +104,9 @@ def main() -> None:
         start = time.perf_counter()
         engine.update()
         report["minibatch_step_s"] = round((time.perf_counter() - start) / steps, 4)
+        strategy = engine.gp.variational_strategy
         report["step_linear_algebra_s"] = round(svgp_linear_algebra_seconds(
-            len(engine.gp.variational_strategy.inducing_points), engine.batch_size), 4)
+            len(strategy.inducing_points), engine.batch_size, strategy.product_dtype), 4)
     print(json.dumps(report, indent=1))  # noqa: T201 - the benchmark's output
 
 

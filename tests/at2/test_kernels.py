@@ -4,7 +4,6 @@ import torch
 
 from at2.deep_kernel import DeepPolynomialKernel
 from at2.epoch_kernel import FreezeThawKernel
-from at2.linalg import kron_mv, safe_eigh
 from at2.task_kernel import TaskSimilarityKernel, low_fidelity_distance
 from hyperrec.spaces import hyperrec_space, lcbench_space
 from tests.hyperrec.test_space import nested_space
@@ -112,33 +111,3 @@ def test_deep_kernel_on_any_space(make_space, dtype):
     assert kernel.raw_offset.grad.abs() > 0
     if space.categorical:
         assert kernel.features.embeddings[0].weight.grad.abs().sum() > 0
-
-
-def test_safe_eigh_gradient_is_exact_with_repeated_eigenvalues():
-    torch.manual_seed(0)
-    X = torch.randn(5, 2, dtype=torch.float64)
-    y = torch.arange(7, dtype=torch.float64)
-
-    def via_eigh(X):
-        Z = torch.cat([X, X[:2]])  # duplicated rows: a repeated (zero) eigenvalue
-        evals, evecs = safe_eigh(Z @ Z.T)
-        return ((evecs.T @ y) ** 2 / (evals + 0.1)).sum() + torch.log(evals + 0.1).sum()
-
-    def via_solve(X):
-        Z = torch.cat([X, X[:2]])
-        K = Z @ Z.T + 0.1 * torch.eye(7, dtype=torch.float64)
-        return y @ torch.linalg.solve(K, y) + torch.logdet(K)
-
-    a, b = X.clone().requires_grad_(), X.clone().requires_grad_()
-    via_eigh(a).backward()
-    via_solve(b).backward()
-    torch.testing.assert_close(a.grad, b.grad)
-    assert torch.isfinite(a.grad).all()
-
-
-def test_kron_mv_matches_explicit_kronecker_product():
-    a, b, c = torch.randn(3, 4), torch.randn(5, 6), torch.randn(2, 7)
-    x = torch.randn(4, 6, 7)
-    expected = torch.kron(torch.kron(a, b), c) @ x.reshape(-1)
-    torch.testing.assert_close(kron_mv((a, b, c), x).reshape(-1), expected, rtol=1e-4,
-                               atol=1e-4)
