@@ -21,6 +21,7 @@ from hyperrec.training import resolve_device
 from . import records
 from .autohyper.lr import OPTIMIZERS, AutoHyperResult
 from .live import LiveResult, tune_live
+from .task_kernel import PSD_REPAIRS
 from .tuner import ENGINES, AT2Tuner, TuningResult
 
 log = logging.getLogger("at2")
@@ -29,7 +30,8 @@ ERRORS = (DatabaseError, KeyError, IndexError, ValueError, OSError)
 
 TUNE_DEFAULTS: dict[str, Any] = {
     "database": None, "source": None, "target": None, "pair": None, "profile": 0,
-    "metric": DEFAULT_METRIC, "budget": 100, "engine": "exact", "beta": 0.25, "seed": 0,
+    "metric": DEFAULT_METRIC, "budget": 100, "engine": "exact", "beta": 0.25,
+    "task_psd": "nearest", "seed": 0,
     "device": "auto", "engine_options": {}, "out": None, "live": None, "final_epochs": None,
     "autohyper": False,
 }
@@ -105,7 +107,8 @@ def tune_live_command(config: dict[str, Any], progress: bool = True) -> LiveResu
                        TaskSpec(str(config["live"]), config["target"]), budget=config["budget"],
                        out=out, final_epochs=config["final_epochs"],
                        autohyper=config["autohyper"], engine=config["engine"],
-                       beta=config["beta"], seed=config["seed"], device=device,
+                       beta=config["beta"], task_psd=config["task_psd"], seed=config["seed"],
+                       device=device,
                        progress=progress)
     records.write_atomic(out / "live.json", json.dumps(result.summary(), indent=1))
     return result
@@ -118,6 +121,7 @@ def tune(config: dict[str, Any], progress: bool = True) -> TuningResult | LiveRe
     db = Database.open(config["database"])
     tuner = AT2Tuner(db, config["source"], config["target"], engine=config["engine"],
                      beta=config["beta"], engine_options=config["engine_options"],
+                     task_psd=config["task_psd"],
                      profile=config["profile"],
                      metric=config["metric"], seed=config["seed"], device=config["device"])
     out = Path(config["out"])
@@ -182,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--budget", type=int, help="number of queries (epochs); default 100")
     t.add_argument("--engine", choices=sorted(ENGINES), help="inference engine; default exact")
     t.add_argument("--beta", type=float, help="UCB exploration weight; default 0.25")
+    t.add_argument("--task-psd", choices=sorted(PSD_REPAIRS),
+                   help="how the task-similarity matrix is made PSD; default nearest")
     t.add_argument("--seed", type=int, help="seed of the run; default 0")
     t.add_argument("--device", help="auto (default), cpu or cuda")
     t.add_argument("--option", action="append", metavar="KEY=VALUE",

@@ -158,13 +158,15 @@ class AT2Surrogate(nn.Module):
 
     Args:
         space: The search space of the configurations (sets the deep kernel's input layout).
-        num_tasks: T, sources plus target.
+        num_tasks: T, sources plus target (the target last).
+        task_psd: How the task kernel's matrix is made PSD (:class:`TaskSimilarityKernel`'s
+            ``psd``; default ``"nearest"``).
     """
 
-    def __init__(self, space: SearchSpace, num_tasks: int) -> None:
+    def __init__(self, space: SearchSpace, num_tasks: int, task_psd: str = "nearest") -> None:
         super().__init__()
         self.space = space
-        self.task_kernel = TaskSimilarityKernel(num_tasks)
+        self.task_kernel = TaskSimilarityKernel(num_tasks, psd=task_psd)
         self.config_kernel = DeepPolynomialKernel(space)
         self.epoch_kernel = FreezeThawKernel()
         self.mean = TaskConstantMean(num_tasks)

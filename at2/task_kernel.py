@@ -9,8 +9,16 @@ own mean over ``M_ij``::
     k_ij = s * exp(-d_ij / (l * g_ij)^2)                       s, l > 0, U > 1 (initially 1.5)
 
 The distances come from the data (no gradient) and are recomputed by :meth:`update` whenever a
-task gains observations; ``s``, ``l`` and ``U`` are learned. The matrix is projected onto the
-positive semi-definite cone (negative eigenvalues, possible for such a similarity, set to zero).
+task gains observations; ``s``, ``l`` and ``U`` are learned. Such a similarity matrix can be
+indefinite (a target compared with the sources on a few early cells looks close to all of them,
+sources that differ among themselves included), so it is made positive semi-definite, in one of two
+ways (``psd``):
+
+* ``"nearest"`` (default): the nearest PSD matrix (negative eigenvalues set to zero). Every entry
+  moves, the sources' similarities included.
+* ``"target_row"``: the sources' block is projected on its own and the last task's row is shrunk
+  along its direction just enough to be PSD (:func:`~at2.linalg.psd_complete_last`), so the sources'
+  similarities do not depend on the target's few cells.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from gpytorch.constraints import GreaterThan, Positive
 from gpytorch.kernels import Kernel
 from torch import Tensor
 
-from .linalg import psd_project
+from .linalg import psd_complete_last, psd_project
+
+PSD_REPAIRS = {"nearest": psd_project, "target_row": psd_complete_last}
 
 
 def set_constrained(module: torch.nn.Module, name: str, value: float | Tensor) -> None:
@@ -63,14 +73,18 @@ class TaskSimilarityKernel(Kernel):
     ``(..., n, m)``. Call :meth:`update` with the tasks' curves before use.
 
     Args:
-        num_tasks: T, the number of tasks (sources and target).
+        num_tasks: T, the number of tasks (sources and target, the target last).
+        psd: How the matrix is made PSD: ``"nearest"`` (default) or ``"target_row"`` (module
+            docstring).
     """
 
     has_lengthscale = True
 
-    def __init__(self, num_tasks: int, **kwargs) -> None:
+    def __init__(self, num_tasks: int, psd: str = "nearest", **kwargs) -> None:
+        if psd not in PSD_REPAIRS:
+            raise ValueError(f"unknown psd repair {psd!r}; choose from {sorted(PSD_REPAIRS)}")
         super().__init__(lengthscale_constraint=Positive(), **kwargs)
-        self.num_tasks = num_tasks
+        self.num_tasks, self.psd = num_tasks, psd
         self.register_parameter("raw_outputscale", torch.nn.Parameter(torch.zeros(())))
         self.register_constraint("raw_outputscale", Positive())
         self.register_parameter("raw_discount", torch.nn.Parameter(torch.zeros(())))
@@ -111,7 +125,7 @@ class TaskSimilarityKernel(Kernel):
         u = self.discount
         g = u / (1 + (u - 1) * self.matched)
         k = self.outputscale * torch.exp(-self.distance / (self.lengthscale.squeeze() * g) ** 2)
-        return psd_project(k)
+        return PSD_REPAIRS[self.psd](k)
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor:
         k = self.matrix()

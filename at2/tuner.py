@@ -290,6 +290,8 @@ class AT2Tuner(SurrogateTuner):
         engine: ``"exact"`` (default) or ``"variational"``.
         beta: UCB exploration weight (default 0.25).
         engine_options: Passed to the engine (e.g. ``fit_steps``, ``refit_steps``).
+        task_psd: How the task-similarity matrix is made positive semi-definite: ``"nearest"``
+            (default) or ``"target_row"`` (see :mod:`at2.task_kernel`).
         **kwargs: ``profile``, ``metric``, ``seed``, ``device``, ``dtype`` as :class:`Tuner`; the
             dtype defaults to float64 for the exact engine and float32 for the variational one.
     """
@@ -298,6 +300,7 @@ class AT2Tuner(SurrogateTuner):
 
     def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
                  engine: str = "exact", engine_options: dict[str, Any] | None = None,
+                 task_psd: str = "nearest",
                  **kwargs: Any) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
@@ -305,7 +308,7 @@ class AT2Tuner(SurrogateTuner):
         super().__init__(database, source_tasks, target, **kwargs)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)  # the MLP's initial weights
-            model = AT2Surrogate(database.space, len(self.sources) + 1)
+            model = AT2Surrogate(database.space, len(self.sources) + 1, task_psd=task_psd)
         model.initialize_from(self.grid)
         self.engine_name, self.engine_options = engine, dict(engine_options or {})
         if engine == "variational":
@@ -334,4 +337,5 @@ class AT2Tuner(SurrogateTuner):
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "engine": self.engine_name,
-                "engine_options": self.engine_options}
+                "engine_options": self.engine_options,
+                "task_psd": self.engine.model.task_kernel.psd}

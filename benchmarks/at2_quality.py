@@ -4,6 +4,7 @@ the five pairs of a database, beside random epoch-wise search computed the same 
     python benchmarks/at2_quality.py --database data/HyperRec.h5 --engine exact --seeds 2021
     python benchmarks/at2_quality.py --database data/LCBench.h5 --engine variational \
         --option epochs=5 --option refit_epochs=1
+    python benchmarks/at2_quality.py --database data/LCBench.h5 --task-psd target_row
     python benchmarks/at2_quality.py --database data/HyperRec.h5 --diagnose
 
 Random search is averaged over ``--random-seeds`` seeds (default 20). Prints a Markdown table and
@@ -34,6 +35,7 @@ import torch
 from scipy.stats import spearmanr
 
 from at2.cli import parse_options
+from at2.task_kernel import PSD_REPAIRS
 from at2.tuner import ENGINES, AT2Tuner
 from experiments.baselines import RandomTuner
 from hyperrec.database import Database
@@ -108,6 +110,7 @@ def main() -> None:
     p.add_argument("--random-seeds", type=int, default=20)
     p.add_argument("--budget", type=int, default=100)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--task-psd", choices=sorted(PSD_REPAIRS), default="nearest")
     p.add_argument("--diagnose", action="store_true",
                    help="per pair and seed: order, confidence and level of the posterior")
     args = p.parse_args()
@@ -118,13 +121,14 @@ def main() -> None:
         for k, pair in enumerate(db.pairs):
             for seed in args.seeds:
                 tuner = AT2Tuner(db, pair.sources, pair.target, engine=args.engine, seed=seed,
-                                 engine_options=options)
+                                 engine_options=options, task_psd=args.task_psd)
                 lines = diagnose(tuner, args.budget)
                 print(f"pair {k} ({pair.target}), seed {seed}", *lines, sep="\n")  # noqa: T201
         return
     start = time.perf_counter()
     at2 = mean_ranks(lambda db, pair, seed: AT2Tuner(
-        db, pair.sources, pair.target, engine=args.engine, seed=seed, engine_options=options),
+        db, pair.sources, pair.target, engine=args.engine, seed=seed, engine_options=options,
+        task_psd=args.task_psd),
         db, args.seeds, args.budget)
     seconds = time.perf_counter() - start
     random = mean_ranks(lambda db, pair, seed: RandomTuner(db, pair.sources, pair.target,

@@ -4,7 +4,7 @@ import torch
 
 from at2.deep_kernel import DeepPolynomialKernel
 from at2.epoch_kernel import FreezeThawKernel
-from at2.task_kernel import TaskSimilarityKernel, low_fidelity_distance
+from at2.task_kernel import PSD_REPAIRS, TaskSimilarityKernel, low_fidelity_distance
 from hyperrec.spaces import hyperrec_space, lcbench_space
 from tests.hyperrec.test_space import nested_space
 
@@ -69,6 +69,26 @@ def test_task_kernel_values_update_and_gradients():
     observed[1, :, 1:] = False  # fewer observations for task 1: its distances change
     kernel.update(values, observed)
     assert not torch.equal(before[1], kernel.distance[1])
+
+
+def test_task_kernel_psd_repairs():
+    # sources 0 and 1 far apart, the target (last) matched on one early cell-pair with both:
+    # similar to both, an indefinite similarity matrix
+    distance = torch.tensor([[0.0, 4.0, 0.0], [4.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+                            dtype=torch.float64)
+    kernels = {psd: TaskSimilarityKernel(3, psd=psd).double() for psd in PSD_REPAIRS}
+    for kernel in kernels.values():
+        kernel.distance.copy_(distance)
+        assert torch.linalg.eigvalsh(kernel.matrix()).min() > -1e-12
+    nearest, target_row = (kernels[k].matrix().detach() for k in ("nearest", "target_row"))
+    kernel = kernels["target_row"]
+    raw = (kernel.outputscale * torch.exp(-distance / (kernel.lengthscale * kernel.discount) ** 2)
+           ).detach()  # no matched cells: g = U
+    torch.testing.assert_close(target_row[:2, :2], raw[:2, :2])  # sources' block as computed
+    assert not torch.allclose(nearest[:2, :2], raw[:2, :2])  # moved by the target's row
+    assert target_row[2, 2] == raw[2, 2] and target_row[2, 0] < raw[2, 0]
+    with pytest.raises(ValueError, match="unknown psd repair 'clip'"):
+        TaskSimilarityKernel(3, psd="clip")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

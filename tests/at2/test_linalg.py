@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from at2.linalg import kron_mv, matmul, safe_eigh, whiten
+from at2.linalg import kron_mv, matmul, psd_complete_last, psd_project, safe_eigh, whiten
 
 
 def test_safe_eigh_gradient_is_exact_with_repeated_eigenvalues():
@@ -76,3 +76,36 @@ def test_low_precision_products_stay_close():
     K_ref = K.clone().requires_grad_()
     whiten(K_ref, B).sum().backward()
     assert torch.linalg.norm(K_.grad - K_ref.grad) < 1e-2 * torch.linalg.norm(K_ref.grad)
+
+
+def test_psd_complete_last_shrinks_only_an_infeasible_last_row():
+    K = spd(5, 3, torch.float64)  # rank-3 plus a ridge: PD
+    torch.testing.assert_close(psd_complete_last(K), K)  # already PSD: unchanged
+    M = K.clone()
+    M[-1, :-1] *= 4
+    M[:-1, -1] *= 4  # the last task now looks too similar to the others
+    assert torch.linalg.eigvalsh(M).min() < 0
+    C = psd_complete_last(M)
+    torch.testing.assert_close(C, C.T)
+    assert torch.linalg.eigvalsh(C).min() > -1e-12
+    torch.testing.assert_close(C[:-1, :-1], K[:-1, :-1])  # the leading block is untouched
+    assert C[-1, -1] == M[-1, -1]
+    scale = C[-1, :-1] / M[-1, :-1]  # shrunk along its own direction ...
+    torch.testing.assert_close(scale, scale[0].expand(4))
+    assert 0 < scale[0] < 1
+    schur = C[-1, -1] - C[-1, :-1] @ torch.linalg.solve(C[:-1, :-1], C[:-1, -1])
+    assert abs(schur) < 1e-12  # ... just enough: the last variable is determined by the others
+    # with an indefinite leading block, that block is its own PSD projection
+    M[0, 1] = M[1, 0] = 3.0
+    torch.testing.assert_close(psd_complete_last(M)[:-1, :-1], psd_project(M[:-1, :-1]))
+
+
+def test_psd_complete_last_gradient():
+    M = spd(4, 4, torch.float64)
+    M[-1, :-1] *= 3
+    M[:-1, -1] *= 3
+
+    def complete(A):
+        return psd_complete_last((A + A.mT) / 2)
+
+    assert torch.autograd.gradcheck(complete, (M.requires_grad_(),))

@@ -119,6 +119,7 @@ def test_cli_writes_the_documented_record(tiny_db, tmp_path):
     for key in ("recommended_rank", "regret", "query_value", "seconds"):
         assert len(result[key]) == 6
     assert result["fit_seconds"] > 0 and result["engine"] == "exact"
+    assert result["task_psd"] == "nearest"
     assert [int(r["recommended_rank"]) for r in rows] == result["recommended_rank"]
 
 
@@ -127,9 +128,11 @@ def test_cli_config_file_and_bad_input(tiny_db, tmp_path, caplog):
     config.write_text(yaml.safe_dump({"database": str(tiny_db.path), "source": "task1",
                                       "target": "task0", "budget": 3,
                                       "engine_options": {"fit_steps": 10},
+                                      "task_psd": "target_row",
                                       "out": str(tmp_path / "run")}))
     assert main(["-q", "tune", "--config", str(config)]) == 0
-    assert json.loads((tmp_path / "run" / "result.json").read_text())["sources"] == ["task1"]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["sources"] == ["task1"] and result["task_psd"] == "target_row"
     bad = [
         (["--target", "nope", "--source", "task1"], "unknown task(s) ['nope']"),
         (["--pair", "3"], "has 1 published pairs; got pair 3"),
