@@ -108,8 +108,7 @@ def tune_live_command(config: dict[str, Any], progress: bool = True) -> LiveResu
                        out=out, final_epochs=config["final_epochs"],
                        autohyper=config["autohyper"], engine=config["engine"],
                        beta=config["beta"], task_psd=config["task_psd"], seed=config["seed"],
-                       device=device,
-                       progress=progress)
+                       device=device, progress=progress)
     records.write_atomic(out / "live.json", json.dumps(result.summary(), indent=1))
     return result
 
