@@ -21,7 +21,7 @@ from hyperrec.training import resolve_device
 from . import records
 from .autohyper.lr import OPTIMIZERS, AutoHyperResult
 from .live import LiveResult, tune_live
-from .task_kernel import PSD_REPAIRS
+from .task_kernel import DEFAULT_TASK_PSD, PSD_REPAIRS
 from .tuner import ENGINES, AT2Tuner, TuningResult
 
 log = logging.getLogger("at2")
@@ -31,7 +31,7 @@ ERRORS = (DatabaseError, KeyError, IndexError, ValueError, OSError)
 TUNE_DEFAULTS: dict[str, Any] = {
     "database": None, "source": None, "target": None, "pair": None, "profile": 0,
     "metric": DEFAULT_METRIC, "budget": 100, "engine": "exact", "beta": 0.25,
-    "task_psd": "nearest", "seed": 0,
+    "task_psd": DEFAULT_TASK_PSD, "seed": 0,
     "device": "auto", "engine_options": {}, "out": None, "live": None, "final_epochs": None,
     "autohyper": False,
 }
@@ -186,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--engine", choices=sorted(ENGINES), help="inference engine; default exact")
     t.add_argument("--beta", type=float, help="UCB exploration weight; default 0.25")
     t.add_argument("--task-psd", choices=sorted(PSD_REPAIRS),
-                   help="how the task-similarity matrix is made PSD; default nearest")
+                   help=f"how the task-similarity matrix is made PSD; default {DEFAULT_TASK_PSD}")
     t.add_argument("--seed", type=int, help="seed of the run; default 0")
     t.add_argument("--device", help="auto (default), cpu or cuda")
     t.add_argument("--option", action="append", metavar="KEY=VALUE",

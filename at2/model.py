@@ -30,7 +30,7 @@ from hyperrec.space import SearchSpace
 
 from .deep_kernel import DeepPolynomialKernel
 from .epoch_kernel import FreezeThawKernel
-from .task_kernel import TaskSimilarityKernel, set_constrained
+from .task_kernel import DEFAULT_TASK_PSD, TaskSimilarityKernel, set_constrained
 
 
 @dataclass
@@ -160,10 +160,11 @@ class AT2Surrogate(nn.Module):
         space: The search space of the configurations (sets the deep kernel's input layout).
         num_tasks: T, sources plus target (the target last).
         task_psd: How the task kernel's matrix is made PSD (:class:`TaskSimilarityKernel`'s
-            ``psd``; default ``"nearest"``).
+            ``psd``; default ``"target_row"``).
     """
 
-    def __init__(self, space: SearchSpace, num_tasks: int, task_psd: str = "nearest") -> None:
+    def __init__(self, space: SearchSpace, num_tasks: int,
+                 task_psd: str = DEFAULT_TASK_PSD) -> None:
         super().__init__()
         self.space = space
         self.task_kernel = TaskSimilarityKernel(num_tasks, psd=task_psd)

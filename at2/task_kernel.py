@@ -14,11 +14,13 @@ indefinite (a target compared with the sources on a few early cells looks close 
 sources that differ among themselves included), so it is made positive semi-definite, in one of two
 ways (``psd``):
 
-* ``"nearest"`` (default): the nearest PSD matrix (negative eigenvalues set to zero). Every entry
-  moves, the sources' similarities included.
-* ``"target_row"``: the sources' block is projected on its own and the last task's row is shrunk
-  along its direction just enough to be PSD (:func:`~at2.linalg.psd_complete_last`), so the sources'
-  similarities do not depend on the target's few cells.
+* ``"target_row"`` (default): the sources' block is projected on its own and the last task's row is
+  shrunk along its direction just enough to be PSD (:func:`~at2.linalg.psd_complete_last`), so the
+  sources' similarities do not depend on the target's few cells, and the target keeps variance of
+  its own whenever its row allows it.
+* ``"nearest"``: the nearest PSD matrix (negative eigenvalues set to zero). Every entry moves, the
+  sources' similarities included, and the target is usually left with no variance of its own: a
+  fixed combination of the sources.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from torch import Tensor
 from .linalg import psd_complete_last, psd_project
 
 PSD_REPAIRS = {"nearest": psd_project, "target_row": psd_complete_last}
+DEFAULT_TASK_PSD = "target_row"
 
 
 def set_constrained(module: torch.nn.Module, name: str, value: float | Tensor) -> None:
@@ -74,13 +77,13 @@ class TaskSimilarityKernel(Kernel):
 
     Args:
         num_tasks: T, the number of tasks (sources and target, the target last).
-        psd: How the matrix is made PSD: ``"nearest"`` (default) or ``"target_row"`` (module
+        psd: How the matrix is made PSD: ``"target_row"`` (default) or ``"nearest"`` (module
             docstring).
     """
 
     has_lengthscale = True
 
-    def __init__(self, num_tasks: int, psd: str = "nearest", **kwargs) -> None:
+    def __init__(self, num_tasks: int, psd: str = DEFAULT_TASK_PSD, **kwargs) -> None:
         if psd not in PSD_REPAIRS:
             raise ValueError(f"unknown psd repair {psd!r}; choose from {sorted(PSD_REPAIRS)}")
         super().__init__(lengthscale_constraint=Positive(), **kwargs)

@@ -27,6 +27,7 @@ from hyperrec.training import resolve_device
 from .acquisition import UpperConfidenceBound, best_cell
 from .exact import ExactEngine
 from .model import AT2Surrogate, CurveGrid
+from .task_kernel import DEFAULT_TASK_PSD
 from .variational import VariationalEngine
 
 log = logging.getLogger(__name__)
@@ -290,8 +291,8 @@ class AT2Tuner(SurrogateTuner):
         engine: ``"exact"`` (default) or ``"variational"``.
         beta: UCB exploration weight (default 0.25).
         engine_options: Passed to the engine (e.g. ``fit_steps``, ``refit_steps``).
-        task_psd: How the task-similarity matrix is made positive semi-definite: ``"nearest"``
-            (default) or ``"target_row"`` (see :mod:`at2.task_kernel`).
+        task_psd: How the task-similarity matrix is made positive semi-definite:
+            ``"target_row"`` (default) or ``"nearest"`` (see :mod:`at2.task_kernel`).
         **kwargs: ``profile``, ``metric``, ``seed``, ``device``, ``dtype`` as :class:`Tuner`; the
             dtype defaults to float64 for the exact engine and float32 for the variational one.
     """
@@ -300,7 +301,7 @@ class AT2Tuner(SurrogateTuner):
 
     def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
                  engine: str = "exact", engine_options: dict[str, Any] | None = None,
-                 task_psd: str = "nearest",
+                 task_psd: str = DEFAULT_TASK_PSD,
                  **kwargs: Any) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
