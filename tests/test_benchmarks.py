@@ -30,3 +30,17 @@ def test_benchmarks_found():
 def test_speed_benchmark_times_the_engines_linear_algebra(product_dtype):
     speed = load(REPO / "benchmarks" / "at2_speed.py")
     assert speed.svgp_linear_algebra_seconds(16, 8, product_dtype, repeats=1) > 0
+
+
+def test_quality_benchmark_draws_sources_for_every_target(tmp_path):
+    from tests.conftest import make_tiny_db
+
+    quality = load(REPO / "benchmarks" / "at2_quality.py")
+    db = make_tiny_db(tmp_path / "tiny.h5", tasks=5)
+    pairs = quality.every_target(db, 3, seed=0)
+    assert [p.target for p in pairs] == db.tasks
+    for pair in pairs:
+        assert len(set(pair.sources)) == 3 and pair.target not in pair.sources
+        assert set(pair.sources) <= set(db.tasks)
+    assert pairs == quality.every_target(db, 3, seed=0)
+    assert pairs != quality.every_target(db, 3, seed=1)
