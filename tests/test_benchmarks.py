@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, make_tiny_db
 
 SCRIPTS = sorted((REPO / "benchmarks").glob("*.py"))
 
@@ -33,8 +33,6 @@ def test_speed_benchmark_times_the_engines_linear_algebra(product_dtype):
 
 
 def test_quality_benchmark_draws_sources_for_every_target(tmp_path):
-    from tests.conftest import make_tiny_db
-
     quality = load(REPO / "benchmarks" / "at2_quality.py")
     db = make_tiny_db(tmp_path / "tiny.h5", tasks=5)
     pairs = quality.every_target(db, 3, seed=0)
