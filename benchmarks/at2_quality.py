@@ -64,10 +64,10 @@ def every_target(db: Database, sources: int, seed: int) -> list[Pair]:
 def mean_ranks(make, db: Database, pairs: list[Pair], seeds, budget: int) -> np.ndarray:
     """``(pairs, 2, budget)`` rank of the recommended configuration and of the configuration with
     the highest value observed so far (first reached on ties), averaged over seeds."""
+    column = {cid: i for i, cid in enumerate(db.config_ids)}
     out = []
     for pair in pairs:
         rank = db.ranking(pair.target)
-        column = {cid: i for i, cid in enumerate(db.config_ids)}
         runs = []
         for seed in seeds:
             result = make(db, pair, seed).tune(budget, progress=False)
