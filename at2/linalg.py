@@ -54,30 +54,36 @@ def psd_project(matrix: Tensor) -> Tensor:
     return (evecs * evals.unsqueeze(-2)) @ evecs.mT
 
 
-def psd_complete_last(matrix: Tensor) -> Tensor:
+def psd_complete_last(matrix: Tensor, nonnegative: bool = False) -> Tensor:
     """A positive semi-definite matrix that changes only the last row and column of ``matrix``
     beyond the PSD projection of the leading block, and keeps the last diagonal entry.
 
     With ``H`` the projected leading ``(n-1, n-1)`` block, ``r`` the last row without its
-    diagonal entry ``c`` and ``r_H`` its part in the range of ``H``, the row becomes
-    ``r_H * min(1, sqrt(c / (r_H' H^+ r_H)))``: unchanged when the whole is already PSD, otherwise
-    shrunk along its own direction until the last variable is exactly determined by the others
-    (Schur complement ``c - r' H^+ r = 0``). Where :func:`psd_project` moves every entry, the
-    leading block here is never affected by the last row.
+    diagonal entry ``c`` and ``w = H^+ r`` the weights of the leading variables in the last one's
+    conditional mean, the row becomes ``H w * min(1, sqrt(c / (w' H w)))``: unchanged when the
+    whole is already PSD, otherwise shrunk along its own direction until the last variable is
+    exactly determined by the others (Schur complement ``c - r' H^+ r = 0``). Where
+    :func:`psd_project` moves every entry, the leading block here is never affected by the last
+    row. With ``nonnegative``, negative weights are set to zero first, so that the last variable's
+    conditional mean is a non-negative combination of the others.
 
     Args:
         matrix: ``(n, n)`` symmetric, ``n >= 2``.
+        nonnegative: Clip the weights ``w`` at zero (default ``False``).
 
     Returns:
         ``(n, n)`` PSD.
     """
     evals, evecs = safe_eigh(matrix[:-1, :-1])
     rank = evals > _RELATIVE_GAP * evals.max().clamp_min(1e-300)
-    coords = torch.where(rank, evecs.mT @ matrix[-1, :-1], 0.0)
-    corner = matrix[-1, -1]
-    quad = (coords.square() / torch.where(rank, evals, 1.0)).sum()
-    row = evecs @ coords * torch.sqrt(corner / quad.clamp_min(1e-300)).clamp(max=1.0)
+    coords = torch.where(rank, evecs.mT @ matrix[-1, :-1], 0.0) / torch.where(rank, evals, 1.0)
+    weights = evecs @ coords
+    if nonnegative:
+        weights = weights.clamp_min(0.0)
     head = (evecs * evals) @ evecs.mT
+    row = head @ weights
+    corner = matrix[-1, -1]
+    row = row * torch.sqrt(corner / (weights @ row).clamp_min(1e-300)).clamp(max=1.0)
     return torch.cat([torch.cat([head, row[:, None]], 1),
                       torch.cat([row, corner[None]])[None]], 0)
 

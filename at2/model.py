@@ -160,7 +160,7 @@ class AT2Surrogate(nn.Module):
         space: The search space of the configurations (sets the deep kernel's input layout).
         num_tasks: T, sources plus target (the target last).
         task_psd: How the task kernel's matrix is made PSD (:class:`TaskSimilarityKernel`'s
-            ``psd``; default ``"target_row"``).
+            ``psd``; default ``"nonnegative"``).
     """
 
     def __init__(self, space: SearchSpace, num_tasks: int,

@@ -11,19 +11,25 @@ own mean over ``M_ij``::
 The distances come from the data (no gradient) and are recomputed by :meth:`update` whenever a
 task gains observations; ``s``, ``l`` and ``U`` are learned. Such a similarity matrix can be
 indefinite (a target compared with the sources on a few early cells looks close to all of them,
-sources that differ among themselves included), so it is made positive semi-definite, in one of two
-ways (``psd``):
+sources that differ among themselves included), so it is made positive semi-definite, in one of
+three ways (``psd``):
 
-* ``"target_row"`` (default): the sources' block is projected on its own and the last task's row is
-  shrunk along its direction just enough to be PSD (:func:`~at2.linalg.psd_complete_last`), so the
-  sources' similarities do not depend on the target's few cells, and the target keeps variance of
-  its own whenever its row allows it.
+* ``"nonnegative"`` (default): the sources' block is projected on its own, the target's (last
+  task's) row is replaced by the one whose weights on the sources (``w = K_SS^+ k_St``, the
+  target's conditional mean ``sum_j w_j f_j``) have their negative entries set to zero, and that
+  row is shrunk along its direction just enough to be PSD (:func:`~at2.linalg.psd_complete_last`).
+  The sources' similarities do not depend on the target's few cells, the target keeps variance of
+  its own whenever its row allows it, and it is never predicted as a contrast of nearly collinear
+  sources (weights of either sign that cancel, such as 0.74 / -1.60 / 1.89 / 0.04).
+* ``"target_row"``: the same without setting negative weights to zero.
 * ``"nearest"``: the nearest PSD matrix (negative eigenvalues set to zero). Every entry moves, the
   sources' similarities included, and the target is usually left with no variance of its own: a
   fixed combination of the sources.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from gpytorch.constraints import GreaterThan, Positive
@@ -32,8 +38,9 @@ from torch import Tensor
 
 from .linalg import psd_complete_last, psd_project
 
-PSD_REPAIRS = {"nearest": psd_project, "target_row": psd_complete_last}
-DEFAULT_TASK_PSD = "target_row"
+PSD_REPAIRS = {"nearest": psd_project, "target_row": psd_complete_last,
+               "nonnegative": partial(psd_complete_last, nonnegative=True)}
+DEFAULT_TASK_PSD = "nonnegative"
 
 
 def set_constrained(module: torch.nn.Module, name: str, value: float | Tensor) -> None:
@@ -77,8 +84,8 @@ class TaskSimilarityKernel(Kernel):
 
     Args:
         num_tasks: T, the number of tasks (sources and target, the target last).
-        psd: How the matrix is made PSD: ``"target_row"`` (default) or ``"nearest"`` (module
-            docstring).
+        psd: How the matrix is made PSD: ``"nonnegative"`` (default), ``"target_row"`` or
+            ``"nearest"`` (module docstring).
     """
 
     has_lengthscale = True

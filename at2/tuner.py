@@ -292,7 +292,8 @@ class AT2Tuner(SurrogateTuner):
         beta: UCB exploration weight (default 0.25).
         engine_options: Passed to the engine (e.g. ``fit_steps``, ``refit_steps``).
         task_psd: How the task-similarity matrix is made positive semi-definite:
-            ``"target_row"`` (default) or ``"nearest"`` (see :mod:`at2.task_kernel`).
+            ``"nonnegative"`` (default), ``"target_row"`` or ``"nearest"`` (see
+            :mod:`at2.task_kernel`).
         **kwargs: ``profile``, ``metric``, ``seed``, ``device``, ``dtype`` as :class:`Tuner`; the
             dtype defaults to float64 for the exact engine and float32 for the variational one.
     """

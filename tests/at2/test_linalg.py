@@ -100,12 +100,35 @@ def test_psd_complete_last_shrinks_only_an_infeasible_last_row():
     torch.testing.assert_close(psd_complete_last(M)[:-1, :-1], psd_project(M[:-1, :-1]))
 
 
-def test_psd_complete_last_gradient():
+def test_psd_complete_last_nonnegative_weights():
+    K = spd(5, 5, torch.float64)
+    weights = torch.linalg.solve(K[:-1, :-1], K[:-1, -1])
+    assert (weights < 0).any() and (weights > 0).any()
+    C = psd_complete_last(K, nonnegative=True)
+    torch.testing.assert_close(C, C.T)
+    assert torch.linalg.eigvalsh(C).min() > -1e-12
+    torch.testing.assert_close(C[:-1, :-1], K[:-1, :-1])
+    assert C[-1, -1] == K[-1, -1]
+    clipped = torch.linalg.solve(C[:-1, :-1], C[:-1, -1])
+    # the negative weights are zero and the others, shrunk only if infeasible, keep their ratios
+    torch.testing.assert_close(clipped[weights < 0], torch.zeros(int((weights < 0).sum()),
+                                                                 dtype=torch.float64))
+    ratio = clipped[weights > 0] / weights[weights > 0]
+    torch.testing.assert_close(ratio, ratio[0].expand_as(ratio))
+    assert 0 < ratio[0] <= 1
+    # non-negative weights on a PSD matrix: nothing to change
+    N = K.clone()
+    N[-1, :-1] = N[:-1, -1] = K[:-1, :-1] @ weights.clamp_min(0) / 2
+    torch.testing.assert_close(psd_complete_last(N, nonnegative=True), N)
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_psd_complete_last_gradient(nonnegative):
     M = spd(4, 4, torch.float64)
     M[-1, :-1] *= 3
     M[:-1, -1] *= 3
 
     def complete(A):
-        return psd_complete_last((A + A.mT) / 2)
+        return psd_complete_last((A + A.mT) / 2, nonnegative)
 
     assert torch.autograd.gradcheck(complete, (M.requires_grad_(),))

@@ -119,7 +119,7 @@ def test_cli_writes_the_documented_record(tiny_db, tmp_path):
     for key in ("recommended_rank", "regret", "query_value", "seconds"):
         assert len(result[key]) == 6
     assert result["fit_seconds"] > 0 and result["engine"] == "exact"
-    assert result["task_psd"] == "target_row"
+    assert result["task_psd"] == "nonnegative"
     assert [int(r["recommended_rank"]) for r in rows] == result["recommended_rank"]
 
 
