@@ -42,6 +42,7 @@ from at2.tuner import Query, SurrogateTuner, Tuner
 from hyperrec.database import Database
 
 log = logging.getLogger(__name__)
+LENGTHSCALE_FLOOR = 2.5e-2  # lower bound of the GP baselines' Matern lengthscales (BoTorch's)
 
 
 class RandomTuner(Tuner):
@@ -283,10 +284,15 @@ class FreezeThawGPTuner(GPTuner):
         D = self.x.shape[-1]
         X = torch.cat([self.x[c], self.grid.t[e].unsqueeze(-1)], -1)
         Y = self.grid.values[-1, c, e].unsqueeze(-1)
-        dims = tuple(range(D))
-        covar = (ScaleKernel(MaternKernel(ard_num_dims=D, active_dims=dims))
-                 + MaternKernel(ard_num_dims=D, active_dims=dims)
-                 * FreezeThawKernel(active_dims=(D,)))
+        # lengthscales bounded below as in BoTorch's default kernels: on [0, 1] inputs a smaller
+        # one only decorrelates distinct values further, while Matern's distances computed at
+        # that scale lose their precision and the covariance turns indefinite (lengthscales of
+        # 4e-8 gave eigenvalues of -7e-4)
+        def matern() -> MaternKernel:
+            return MaternKernel(ard_num_dims=D, active_dims=tuple(range(D)),
+                                lengthscale_constraint=GreaterThan(LENGTHSCALE_FLOOR))
+
+        covar = ScaleKernel(matern()) + matern() * FreezeThawKernel(active_dims=(D,))
         return SingleTaskGP(X, Y, covar_module=covar.to(X))
 
     def predict_with(self, model: Model) -> tuple[torch.Tensor, torch.Tensor]:

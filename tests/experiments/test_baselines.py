@@ -96,3 +96,22 @@ def test_a_failed_gp_fit_keeps_the_previous_hyperparameters(tiny_db, monkeypatch
     assert len(result.records) == 6 and "fit failed" in caplog.text
     mean, var = tuner.posterior()
     assert bool(mean.isfinite().all() and var.isfinite().all())
+
+
+def test_freeze_thaw_gp_covariance_stays_psd_at_its_smallest_lengthscales(tiny_db):
+    import torch
+
+    from experiments.baselines import LENGTHSCALE_FLOOR, FreezeThawGPTuner
+
+    pair = tiny_db.pair(0)
+    tuner = FreezeThawGPTuner(tiny_db, pair.sources, pair.target, seed=0)
+    tuner.tune(8, progress=False)
+    model = tuner.model
+    for kernel in model.covar_module.modules():
+        if hasattr(kernel, "raw_lengthscale"):
+            kernel.raw_lengthscale.data.fill_(-50.0)  # as far down as an optimiser may push it
+            assert torch.allclose(kernel.lengthscale, torch.tensor(LENGTHSCALE_FLOOR).to(
+                kernel.lengthscale), rtol=1e-6)
+    X = model.train_inputs[0]
+    with torch.no_grad():
+        assert torch.linalg.eigvalsh(model.covar_module(X).to_dense()).min() > -1e-10
