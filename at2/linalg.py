@@ -83,7 +83,13 @@ def psd_complete_last(matrix: Tensor, nonnegative: bool = False) -> Tensor:
     head = (evecs * evals) @ evecs.mT
     row = head @ weights
     corner = matrix[-1, -1]
-    row = row * torch.sqrt(corner / (weights @ row).clamp_min(1e-300)).clamp(max=1.0)
+    explained = weights @ row  # w' H w, the variance the leading variables would explain
+    infeasible = explained > corner
+    # shrink by sqrt(c / w'Hw) only where that is below 1; the inner where keeps the unused
+    # branch finite, so the gradient stays finite in float32 too when w'Hw is 0 (all weights
+    # clipped, or a row of underflowed similarities)
+    row = row * torch.where(infeasible,
+                            torch.sqrt(corner / torch.where(infeasible, explained, corner)), 1.0)
     return torch.cat([torch.cat([head, row[:, None]], 1),
                       torch.cat([row, corner[None]])[None]], 0)
 

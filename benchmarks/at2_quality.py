@@ -1,4 +1,4 @@
-"""Quality of AT2 on the published pairs: mean recommended rank at queries 10, 25, 50, 100 over
+r"""Quality of AT2 on the published pairs: mean recommended rank at queries 10, 25, 50, 100 over
 the five pairs of a database, beside random epoch-wise search computed the same way. With
 ``--every-target``, over every task of the database as the target instead (27 HyperRec, 35
 LCBench), each with as many source tasks as a published pair has, drawn at random (``--pair-seed``)

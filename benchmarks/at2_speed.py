@@ -1,4 +1,4 @@
-"""Speed of the AT2 engines on one published pair: offline fit, seconds per query, peak memory.
+r"""Speed of the AT2 engines on one published pair: offline fit, seconds per query, peak memory.
 
 Prints, in the same run, the time of a fixed reference computation (Cholesky of a 2000 x 2000
 float64 matrix) so that figures from different machines compare as ratios. For the variational
