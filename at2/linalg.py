@@ -31,7 +31,7 @@ class _SafeEigh(torch.autograd.Function):
         inner = torch.zeros_like(evecs)
         if grad_evecs is not None:
             gap = evals.unsqueeze(-2) - evals.unsqueeze(-1)  # gap[i, j] = l_j - l_i
-            scale = evals.abs().amax(-1, keepdim=True).unsqueeze(-1).clamp_min(1e-300)
+            scale = evals.abs().amax(-1, keepdim=True).unsqueeze(-1)
             far = gap.abs() > _RELATIVE_GAP * scale
             inv_gap = torch.where(far, 1.0 / torch.where(far, gap, torch.ones_like(gap)), 0.0)
             inner = inv_gap * (evecs.mT @ grad_evecs)
@@ -75,7 +75,7 @@ def psd_complete_last(matrix: Tensor, nonnegative: bool = False) -> Tensor:
         ``(n, n)`` PSD.
     """
     evals, evecs = safe_eigh(matrix[:-1, :-1])
-    rank = evals > _RELATIVE_GAP * evals.max().clamp_min(1e-300)
+    rank = evals > _RELATIVE_GAP * evals.max()
     coords = torch.where(rank, evecs.mT @ matrix[-1, :-1], 0.0) / torch.where(rank, evals, 1.0)
     weights = evecs @ coords
     if nonnegative:

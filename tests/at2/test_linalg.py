@@ -140,8 +140,8 @@ def test_psd_complete_last_gradient_finite_when_nothing_is_explained(dtype, row)
     # a target whose similarities to the sources are zero, negative (all its weights clipped) or
     # underflowing: w' H w is 0 or denormal, and the shrink factor must not turn it into NaN
     M = spd(5, 5, dtype).requires_grad_()
-    A = torch.cat([M[:-1], torch.cat([torch.full((4,), row, dtype=dtype), M[-1, -1:]])[None]])
-    A = torch.cat([A[:, :-1], A[-1:].mT], 1)
+    A = M.clone()
+    A[-1, :-1] = A[:-1, -1] = row
     C = psd_complete_last(A, nonnegative=True)
     (grad,) = torch.autograd.grad((C * torch.arange(25.0, dtype=dtype).view(5, 5)).sum(), M)
     assert torch.isfinite(grad).all()

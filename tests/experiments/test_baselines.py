@@ -1,6 +1,12 @@
 import pytest
+import torch
 
-from experiments.baselines import HyperbandTuner, TransferTopKTuner
+from experiments.baselines import (
+    LENGTHSCALE_FLOOR,
+    FreezeThawGPTuner,
+    HyperbandTuner,
+    TransferTopKTuner,
+)
 from experiments.reproduce import METHODS
 
 FAST = {"at2": {"engine_options": {"fit_steps": 20, "refit_steps": 1}},
@@ -99,10 +105,6 @@ def test_a_failed_gp_fit_keeps_the_previous_hyperparameters(tiny_db, monkeypatch
 
 
 def test_freeze_thaw_gp_covariance_stays_psd_at_its_smallest_lengthscales(tiny_db):
-    import torch
-
-    from experiments.baselines import LENGTHSCALE_FLOOR, FreezeThawGPTuner
-
     pair = tiny_db.pair(0)
     tuner = FreezeThawGPTuner(tiny_db, pair.sources, pair.target, seed=0)
     tuner.tune(8, progress=False)
