@@ -22,7 +22,7 @@ class AT2Model(Model):
     """Wraps an AT2 engine (``ExactEngine`` or ``VariationalEngine``) after fitting.
 
     Args:
-        engine: Any object with ``predict(X) -> MultivariateNormal`` and ``model.likelihood``.
+        engine: Any object with ``predict(X) -> MultivariateNormal`` and ``noise(task)``.
     """
 
     def __init__(self, engine: Any) -> None:
@@ -46,7 +46,7 @@ class AT2Model(Model):
             raise ValueError(f"AT2Model has a single output; got output_indices={output_indices}")
         mvn = self.engine.predict(X)
         if observation_noise is True:
-            noise = self.engine.model.likelihood.noise[X[..., 0].long()]
+            noise = self.engine.noise(X[..., 0].long())
             mvn = MultivariateNormal(mvn.mean, mvn.covariance_matrix + torch.diag_embed(noise))
         posterior = GPyTorchPosterior(mvn)
         return posterior_transform(posterior) if posterior_transform is not None else posterior

@@ -14,12 +14,16 @@ class Engine(ABC):
     """Inference for an :class:`AT2Surrogate` on a :class:`CurveGrid`.
 
     The engine reads ``grid.values`` at every call: observations written into the grid are seen
-    by the next :meth:`update`.
+    by the next :meth:`update`. Its model may work in other units than the data: a value ``v`` of
+    the model is ``shift + scale * v`` in the data's units (the identity unless an engine says
+    otherwise); :meth:`posterior_grid`, :meth:`predict` and :meth:`noise` answer in the data's.
     """
 
     name: str
     model: AT2Surrogate
     grid: CurveGrid
+    shift: float | Tensor = 0.0
+    scale: float | Tensor = 1.0
 
     @abstractmethod
     def fit(self) -> list[float]:
@@ -36,3 +40,8 @@ class Engine(ABC):
     @abstractmethod
     def predict(self, X: Tensor) -> MultivariateNormal:
         """Joint latent posterior at rows ``X (..., q, D + 2)`` (``[task, encoding, t]``)."""
+
+    def noise(self, task: Tensor) -> Tensor:
+        """Observation-noise variances in the data's units for task indices ``task`` (long,
+        any shape; the result has its shape)."""
+        return self.model.likelihood.noise[task] * self.scale**2

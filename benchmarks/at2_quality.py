@@ -117,7 +117,8 @@ def diagnose(tuner: AT2Tuner, budget: int) -> list[str]:
 @torch.no_grad()
 def target_tie(tuner: AT2Tuner) -> str:
     """How the fitted model ties the target to the sources (module docstring)."""
-    model = tuner.engine.model
+    engine = tuner.engine
+    model = engine.model
     K = model.task_kernel.matrix()
     weights = torch.linalg.pinv(K[:-1, :-1]) @ K[-1, :-1]
     left = (K[-1, -1] - K[-1, :-1] @ weights) / K[-1, -1]
@@ -125,9 +126,9 @@ def target_tie(tuner: AT2Tuner) -> str:
     misfit = (mean - tuner.grid.values[-1])[tuner.observed]
     return (f"target given sources: {float(left):.1e} of its variance left, source weights "
             f"{np.round(weights.cpu().numpy(), 2).tolist()} (sum {float(weights.sum()):.2f}); "
-            f"target mean {float(model.mean.constants[-1]):+.2f}, noise variance "
-            f"{float(model.likelihood.noise[-1]):.4f}, RMS misfit on its observations "
-            f"{float(misfit.square().mean().sqrt()):.3f}")
+            f"target mean {float(engine.shift + engine.scale * model.mean.constants[-1]):+.2f}, "
+            f"noise variance {float(engine.noise(torch.tensor(-1))):.4f}, RMS misfit on its "
+            f"observations {float(misfit.square().mean().sqrt()):.3f}")
 
 
 def main() -> None:
