@@ -26,8 +26,9 @@ class Engine(ABC):
     scale: float | Tensor = 1.0
 
     @abstractmethod
-    def fit(self) -> list[float]:
-        """The offline fit; returns the objective's history (per datum)."""
+    def fit(self, progress: bool = False) -> list[float]:
+        """The offline fit; returns the objective's history (per datum). ``progress`` shows a
+        progress bar over its steps or epochs."""
 
     @abstractmethod
     def update(self) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from gpytorch.distributions import MultivariateNormal
 from torch import Tensor
+from tqdm.auto import trange
 
 from .engine import Engine
 from .linalg import kron_mv, safe_eigh
@@ -92,12 +93,14 @@ class ExactEngine(Engine):
         self._optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, steps: int | None = None) -> list[float]:
-        """Maximise the exact marginal likelihood; returns the per-step values (per datum)."""
+    def fit(self, progress: bool = False, steps: int | None = None) -> list[float]:
+        """Maximise the exact marginal likelihood for ``steps`` Adam steps (default
+        ``fit_steps``); returns the per-step values (per datum)."""
         self.model.task_kernel.update(self.grid.values, self.grid.observed)
         history = []
         self.model.train()
-        for _ in range(self.fit_steps if steps is None else steps):
+        steps = self.fit_steps if steps is None else steps
+        for _ in trange(steps, desc="exact fit", disable=not progress, leave=False):
             self._optimizer.zero_grad(set_to_none=True)
             mll = self._solve().mll()
             (-mll).backward()
@@ -108,7 +111,7 @@ class ExactEngine(Engine):
 
     def update(self) -> None:
         """After new target observations: refresh the task distances and refit briefly."""
-        self.fit(self.refit_steps)
+        self.fit(steps=self.refit_steps)
 
     # ------------------------------------------------------------------ algebra
     def _solve(self) -> _Solve:

@@ -94,6 +94,7 @@ def tune_live(database: str | Path, sources: Sequence[str], task: TaskSpec, *, b
     tuner = AT2Tuner(db, sources, task.name, engine=engine, beta=beta, task_psd=task_psd,
                      seed=seed, device=device)
     result = LiveResult()
+    tuner.prepare(progress)
     for index in tqdm(range(1, budget + 1), desc=f"live {task.name}", disable=not progress):
         start = time.perf_counter()
         query = tuner.ask()

@@ -161,8 +161,10 @@ class Tuner(ABC):
         self.grid.values[-1, c, epoch - 1] = float(value)
         self._observed()
 
-    def prepare(self) -> None:
-        """Hook before the first query of a replay (models do their offline fit here)."""
+    def prepare(self, progress: bool = False) -> None:
+        """Hook before the first query (models do their offline fit here); ``progress`` shows
+        a progress bar over a long fit. :meth:`tune` calls it; surrogate tuners also call it at the
+        first :meth:`ask` (call it first to see the fit's progress in an ask/tell loop)."""
 
     def _observed(self) -> None:
         """Hook after each :meth:`tell` (models refit here)."""
@@ -189,7 +191,7 @@ class Tuner(ABC):
         final = db.final_values(self.target, self.metric, self.profile)
         best, worst = np.nanmax(final), np.nanmin(final)
         result = TuningResult({})
-        self.prepare()
+        self.prepare(progress)
         for index in tqdm(range(1, budget + 1), desc=f"{self.name} {self.target}",
                           disable=not progress, leave=False):
             start = time.perf_counter()
@@ -232,8 +234,9 @@ class SurrogateTuner(Tuner):
         self._posterior: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @abstractmethod
-    def fit(self) -> None:
-        """The offline phase, run once before the first query."""
+    def fit(self, progress: bool = False) -> None:
+        """The offline phase, run once before the first query (``progress``: as
+        :meth:`prepare`)."""
 
     @abstractmethod
     def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -243,10 +246,10 @@ class SurrogateTuner(Tuner):
     def update(self) -> None:
         """Hook after each observation, once fitted (models refit here)."""
 
-    def prepare(self) -> None:
+    def prepare(self, progress: bool = False) -> None:
         if self.fit_seconds is None:
             start = time.perf_counter()
-            self.fit()
+            self.fit(progress)
             self.fit_seconds = time.perf_counter() - start
 
     def posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -317,13 +320,13 @@ class AT2Tuner(SurrogateTuner):
             self.engine_options.setdefault("seed", self.seed)
         self.engine = ENGINES[engine](model, self.grid, **self.engine_options)
 
-    def fit(self) -> None:
+    def fit(self, progress: bool = False) -> None:
         """The offline phase: fit the surrogate to the source curves (and any target data).
 
         Without target observations the target's constant mean gets no gradient; it then starts
         at the average fitted source mean (with the pinned epoch kernel, the value at epoch 0).
         """
-        history = self.engine.fit()
+        history = self.engine.fit(progress)
         if not self.observed.any():  # no target data moved its mean: start it as a typical source
             with torch.no_grad():
                 means = self.engine.model.mean.constants

@@ -48,6 +48,7 @@ from gpytorch.models import ApproximateGP
 from gpytorch.variational import CholeskyVariationalDistribution, VariationalStrategy
 from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
+from tqdm.auto import trange
 
 from .engine import Engine
 from .linalg import matmul, whiten
@@ -181,7 +182,7 @@ class VariationalEngine(Engine):
         y = (self.grid.values[cells] - self.shift) / self.scale
         return self.grid.inputs(*cells), y, torch.stack(cells)
 
-    def _train(self, epochs: int) -> list[float]:
+    def _train(self, epochs: int, progress: bool = False) -> list[float]:
         self.model.task_kernel.update(self.grid.values, self.grid.observed)
         X, y, cells = self._data()
         elbo = VariationalELBO(self.model.likelihood, self.gp, num_data=len(y))
@@ -193,7 +194,7 @@ class VariationalEngine(Engine):
         inducing = self.gp.variational_strategy.inducing_points
         history = []
         self.gp.train()
-        for _ in range(epochs):
+        for _ in trange(epochs, desc="variational fit", disable=not progress, leave=False):
             order = torch.randperm(len(y), generator=self.generator).to(y.device)
             total = 0.0
             for batch in order.split(self.batch_size):
@@ -210,8 +211,8 @@ class VariationalEngine(Engine):
         self.gp.eval()
         return history
 
-    def fit(self) -> list[float]:
-        return self._train(self.epochs)
+    def fit(self, progress: bool = False) -> list[float]:
+        return self._train(self.epochs, progress)
 
     def update(self) -> None:
         self._train(self.refit_epochs)

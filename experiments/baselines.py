@@ -246,7 +246,7 @@ class GPTuner(SurrogateTuner):
                         "the previous values", self.name, int(self.observed.sum()), err)
             model.load_state_dict(state, keep_transforms=False)
 
-    def fit(self) -> None:
+    def fit(self, progress: bool = False) -> None:  # one L-BFGS run: no progress to show
         self._rebuild(refit=True)
 
     def update(self) -> None:

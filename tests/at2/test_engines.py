@@ -180,6 +180,23 @@ def test_fit_predicts_a_related_target_better_than_a_constant(tiny_db, engine_cl
     assert model_error < 0.5 * constant_error
 
 
+@pytest.mark.parametrize("engine_class, options", [
+    (ExactEngine, {"fit_steps": 3}),
+    (VariationalEngine, {"epochs": 3, "inducing": 16, "batch_size": 16}),
+])
+def test_fit_shows_a_progress_bar_when_asked(tiny_db, capsys, engine_class, options):
+    names = tiny_db.tasks
+    dtype = torch.float32 if engine_class is VariationalEngine else torch.float64
+    grid = CurveGrid.from_database(tiny_db, names[1:], names[0], dtype=dtype)
+    model = AT2Surrogate(tiny_db.space, len(names))
+    model.initialize_from(grid)
+    engine = engine_class(model, grid, **options)
+    engine.fit()
+    assert capsys.readouterr().err == ""
+    engine.fit(progress=True)
+    assert f"{engine.name} fit" in capsys.readouterr().err
+
+
 def test_variational_keeps_index_columns_and_positive_epochs(tiny_db):
     names = tiny_db.tasks
     grid = CurveGrid.from_database(tiny_db, names[1:], names[0], dtype=torch.float32)
