@@ -125,6 +125,7 @@ def tune(config: dict[str, Any], progress: bool = True) -> TuningResult | LiveRe
                      metric=config["metric"], seed=config["seed"], device=config["device"])
     out = Path(config["out"])
     records.write_config(out, {**config, "device": str(tuner.device),
+                               "engine_options": tuner.engine_options,  # as the engine resolved them
                                "torch": str(torch.__version__)})
     result = tuner.tune(config["budget"], progress=progress)
     records.write_result(out, result)

@@ -110,6 +110,20 @@ def kron_mv(factors: tuple[Tensor, Tensor, Tensor], x: Tensor) -> Tensor:
     return x @ c.mT
 
 
+def fast_bfloat16(device: torch.device | str) -> bool:
+    """Whether matrix products in bfloat16 run faster than in float32 on ``device``: CUDA devices
+    of compute capability 8.0 or higher (tensor cores) and CPUs with AMX or AVX-512 BF16
+    instructions. Elsewhere bfloat16 products are emulated and far slower (a 1000 x 1000 product
+    on a 2-core AMD EPYC with AVX2 only: 1.05 s in bfloat16, 0.018 s in float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type != "cpu":
+        return False
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # no public API yet
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def matmul(a: Tensor, b: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """``a @ b``, computed in ``dtype`` when given (e.g. ``torch.bfloat16``: AMX / tensor-core
     products with float32 accumulation) and returned in ``a``'s dtype; differentiable."""

@@ -319,6 +319,8 @@ class AT2Tuner(SurrogateTuner):
         if engine == "variational":
             self.engine_options.setdefault("seed", self.seed)
         self.engine = ENGINES[engine](model, self.grid, **self.engine_options)
+        if engine == "variational":  # record what the hardware decided (None: auto)
+            self.engine_options["mixed_precision"] = self.engine.mixed_precision
 
     def fit(self, progress: bool = False) -> None:
         """The offline phase: fit the surrogate to the source curves (and any target data).

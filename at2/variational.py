@@ -31,12 +31,13 @@ and ``(S - I) K_uu^-1/2 K_uf``); the KL term is the closed form for the whitened
 (:meth:`VariationalEngine.posterior_grid`), which take the lean path. What a step costs is then
 mostly its own linear algebra (``benchmarks/at2_speed.py`` prints both).
 
-Mixed precision (default): the step's two largest products, ``L_S' K_uu^-1/2 K_uf`` and the
-``K_uu`` gradient's ``G A'``, run in bfloat16 with float32 accumulation (AMX on recent x86 CPUs,
-tensor cores on GPUs). Their rounding (relative 2^-8) enters only a non-negative term of the
+Mixed precision (default where the hardware has fast bfloat16 products,
+:func:`~at2.linalg.fast_bfloat16`): the step's two largest products, ``L_S' K_uu^-1/2 K_uf`` and
+the ``K_uu`` gradient's ``G A'``, run in bfloat16 with float32 accumulation (AMX on recent x86
+CPUs, tensor cores on GPUs). Their rounding (relative 2^-8) enters only a non-negative term of the
 marginal variances and the stochastic gradient; everything that cancels (``K_uu``, its Cholesky
 factor, ``K_uu^-1/2 K_uf``, ``k_ff - |K_uu^-1/2 k_uf|^2``) stays in the model's dtype. On HyperRec
-pair 0 a step takes 0.060 s instead of 0.075 s on this repository's 2-core reference machine.
+pair 0 a step takes 0.060 s instead of 0.075 s on two cores of an Intel CPU with AMX.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from .engine import Engine
-from .linalg import matmul, whiten
+from .linalg import fast_bfloat16, matmul, whiten
 from .model import AT2Surrogate, CurveGrid
 
 _MIN_T = 1e-3
@@ -142,9 +143,10 @@ class VariationalEngine(Engine):
         seed: Seeds the inducing-point subset and the minibatch order.
         mixed_precision: Compute a training step's two largest products, ``L_S' K_uu^-1/2 K_uf``
             and the ``K_uu`` gradient's ``G A'`` (``M x M x batch`` each), in bfloat16 with float32
-            accumulation (default True; the rest stays in the model's dtype). The first is also
-            that of :meth:`posterior_grid`'s variances. Set False on CPUs without bfloat16
-            instructions, where these products are slower than in float32.
+            accumulation (the rest stays in the model's dtype). The first is also that of
+            :meth:`posterior_grid`'s variances. Default None: True where the grid's device has
+            fast bfloat16 products (:func:`~at2.linalg.fast_bfloat16`), False elsewhere, where
+            they are emulated and dozens of times slower than in float32.
     """
 
     name = "variational"
@@ -152,7 +154,7 @@ class VariationalEngine(Engine):
     def __init__(self, model: AT2Surrogate, grid: CurveGrid, inducing: int = 1000,
                  epochs: int = 200, refit_epochs: int = 3, lr: float = 0.02,
                  momentum: float = 0.8, warmup_ratio: float = 0.01, batch_size: int = 1000,
-                 seed: int = 0, mixed_precision: bool = True) -> None:
+                 seed: int = 0, mixed_precision: bool | None = None) -> None:
         self.model = model.to(device=grid.values.device, dtype=grid.values.dtype)
         self.shift, self.scale = _standardisation(grid.values[grid.observed])
         with torch.no_grad():  # the model arrives in data units (AT2Surrogate.initialize_from)
@@ -168,6 +170,9 @@ class VariationalEngine(Engine):
         self.generator = torch.Generator().manual_seed(seed)
         X, _, _ = self._data()
         pick = torch.randperm(len(X), generator=self.generator)[: min(inducing, len(X))]
+        if mixed_precision is None:
+            mixed_precision = fast_bfloat16(X.device)
+        self.mixed_precision = mixed_precision
         self.gp = _SparseGP(model, X[pick].clone(), grid,
                             torch.bfloat16 if mixed_precision else None).to(X)
         discrete = torch.zeros(X.shape[-1], dtype=torch.bool, device=X.device)

@@ -88,7 +88,8 @@ def main() -> None:
     report = {
         "database": db.name, "pair": args.pair, "target": pair.target, "engine": args.engine,
         "engine_options": tuner.engine_options, "device": str(tuner.device),
-        "threads": torch.get_num_threads(), "queries": args.queries,
+        "threads": torch.get_num_threads(), "cpu": torch.backends.cpu.get_cpu_capability(),
+        "queries": args.queries,
         "offline_fit_s": round(tuner.fit_seconds, 3),
         "query_mean_s": round(float(per_query.mean()), 4),
         "query_median_s": round(float(np.median(per_query)), 4),

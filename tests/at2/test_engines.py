@@ -6,8 +6,10 @@ import pytest
 import torch
 from gpytorch.variational import VariationalStrategy
 
+from at2 import variational
 from at2.exact import ExactEngine
 from at2.model import AT2Surrogate, CurveGrid
+from at2.tuner import AT2Tuner
 from at2.variational import VariationalEngine, warmup_linear
 from hyperrec.spaces import hyperrec_space
 
@@ -212,6 +214,22 @@ def test_variational_keeps_index_columns_and_positive_epochs(tiny_db):
     assert (inducing[:, -1] > 0).all()
     X = grid.inputs(2, torch.tensor([0, 1, 2]), torch.tensor([0, 4, 2])).unsqueeze(0)
     assert engine.predict(X).covariance_matrix.shape == (1, 3, 3)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_variational_mixed_precision_follows_the_hardware(tiny_db, monkeypatch, fast):
+    """By default bfloat16 products are used only where the device has fast ones (emulated, they
+    made a step dozens of times slower); the choice is recorded with the tuner's settings."""
+    monkeypatch.setattr(variational, "fast_bfloat16", lambda device: fast)
+    names = tiny_db.tasks
+    tuner = AT2Tuner(tiny_db, names[1:], names[0], engine="variational",
+                     engine_options={"epochs": 1, "inducing": 8, "batch_size": 16})
+    strategy = tuner.engine.gp.variational_strategy
+    assert strategy.product_dtype == (torch.bfloat16 if fast else None)
+    assert tuner.settings()["engine_options"]["mixed_precision"] is fast
+    forced = AT2Tuner(tiny_db, names[1:], names[0], engine="variational",
+                      engine_options={"epochs": 1, "inducing": 8, "mixed_precision": not fast})
+    assert (forced.engine.gp.variational_strategy.product_dtype is None) is fast
 
 
 def _fitted_variational(db, shift: float = 0.0, **options) -> VariationalEngine:

@@ -1,7 +1,17 @@
+import os
+
 import pytest
 import torch
 
-from at2.linalg import kron_mv, matmul, psd_complete_last, psd_project, safe_eigh, whiten
+from at2.linalg import (
+    fast_bfloat16,
+    kron_mv,
+    matmul,
+    psd_complete_last,
+    psd_project,
+    safe_eigh,
+    whiten,
+)
 
 
 def test_safe_eigh_gradient_is_exact_with_repeated_eigenvalues():
@@ -147,3 +157,12 @@ def test_psd_complete_last_gradient_finite_when_nothing_is_explained(dtype, row)
     assert torch.isfinite(grad).all()
     assert torch.isfinite(C).all()
     assert C[-1, -1] == A[-1, -1]
+
+
+def test_fast_bfloat16_reads_the_cpu_flags():
+    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else None
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    expected = "amx_tile" in flags or "avx512_bf16" in flags
+    assert fast_bfloat16("cpu") is expected
+    assert fast_bfloat16(torch.device("meta")) is False
