@@ -23,6 +23,7 @@ from .autohyper.lr import OPTIMIZERS, AutoHyperResult
 from .live import LiveResult, tune_live
 from .task_kernel import DEFAULT_TASK_PSD, PSD_REPAIRS
 from .tuner import ENGINES, AT2Tuner, TuningResult
+from .warp import WARPS
 
 log = logging.getLogger("at2")
 ERRORS = (DatabaseError, KeyError, IndexError, ValueError, OSError)
@@ -31,7 +32,7 @@ ERRORS = (DatabaseError, KeyError, IndexError, ValueError, OSError)
 TUNE_DEFAULTS: dict[str, Any] = {
     "database": None, "source": None, "target": None, "pair": None, "profile": 0,
     "metric": DEFAULT_METRIC, "budget": 100, "engine": "exact", "beta": 0.25,
-    "task_psd": DEFAULT_TASK_PSD, "seed": 0,
+    "task_psd": DEFAULT_TASK_PSD, "warp": "none", "seed": 0,
     "device": "auto", "engine_options": {}, "out": None, "live": None, "final_epochs": None,
     "autohyper": False,
 }
@@ -107,7 +108,8 @@ def tune_live_command(config: dict[str, Any], progress: bool = True) -> LiveResu
                        TaskSpec(str(config["live"]), config["target"]), budget=config["budget"],
                        out=out, final_epochs=config["final_epochs"],
                        autohyper=config["autohyper"], engine=config["engine"],
-                       beta=config["beta"], task_psd=config["task_psd"], seed=config["seed"],
+                       beta=config["beta"], task_psd=config["task_psd"], warp=config["warp"],
+                       seed=config["seed"],
                        device=device, progress=progress)
     records.write_atomic(out / "live.json", json.dumps(result.summary(), indent=1))
     return result
@@ -120,12 +122,12 @@ def tune(config: dict[str, Any], progress: bool = True) -> TuningResult | LiveRe
     db = Database.open(config["database"])
     tuner = AT2Tuner(db, config["source"], config["target"], engine=config["engine"],
                      beta=config["beta"], engine_options=config["engine_options"],
-                     task_psd=config["task_psd"],
+                     task_psd=config["task_psd"], warp=config["warp"],
                      profile=config["profile"],
                      metric=config["metric"], seed=config["seed"], device=config["device"])
     out = Path(config["out"])
     records.write_config(out, {**config, "device": str(tuner.device),
-                               "engine_options": tuner.engine_options,  # as the engine resolved them
+                               "engine_options": tuner.engine_options,  # as resolved
                                "torch": str(torch.__version__)})
     result = tuner.tune(config["budget"], progress=progress)
     records.write_result(out, result)
@@ -188,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--beta", type=float, help="UCB exploration weight; default 0.25")
     t.add_argument("--task-psd", choices=sorted(PSD_REPAIRS),
                    help=f"how the task-similarity matrix is made PSD; default {DEFAULT_TASK_PSD}")
+    t.add_argument("--warp", choices=sorted(WARPS),
+                   help="model the metric through this increasing transform; default none")
     t.add_argument("--seed", type=int, help="seed of the run; default 0")
     t.add_argument("--device", help="auto (default), cpu or cuda")
     t.add_argument("--option", action="append", metavar="KEY=VALUE",

@@ -80,8 +80,8 @@ def refine_learning_rate(config: Mapping[str, Any], task: TaskSpec, *, device: s
 def tune_live(database: str | Path, sources: Sequence[str], task: TaskSpec, *, budget: int,
               out: str | Path, final_epochs: int | None = None, autohyper: bool = False,
               autohyper_options: Mapping[str, Any] | None = None, engine: str = "exact",
-              beta: float = 0.25, task_psd: str = DEFAULT_TASK_PSD, seed: int = 0,
-              device: str = "cpu", progress: bool = True) -> LiveResult:
+              beta: float = 0.25, task_psd: str = DEFAULT_TASK_PSD, warp: str = "none",
+              seed: int = 0, device: str = "cpu", progress: bool = True) -> LiveResult:
     """Tune ``task`` live with AT2 (``sources`` from ``database``), then train the
     recommendation for ``final_epochs`` (default: the database's epochs). Checkpoints go to
     ``out/runs`` (queries) and ``out/final``; the target's queried epochs are written to the
@@ -92,7 +92,7 @@ def tune_live(database: str | Path, sources: Sequence[str], task: TaskSpec, *, b
     db = Database.open(database)
     configs = {r.config_id: r.config for r in plan.runs}
     tuner = AT2Tuner(db, sources, task.name, engine=engine, beta=beta, task_psd=task_psd,
-                     seed=seed, device=device)
+                     warp=warp, seed=seed, device=device)
     result = LiveResult()
     tuner.prepare(progress)
     for index in tqdm(range(1, budget + 1), desc=f"live {task.name}", disable=not progress):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hyperrec.database import DEFAULT_METRIC, Database
+from hyperrec.database import DEFAULT_METRIC, Database, higher_is_better
 from hyperrec.training import resolve_device
 
 from .acquisition import UpperConfidenceBound, best_cell
@@ -29,6 +29,7 @@ from .exact import ExactEngine
 from .model import AT2Surrogate, CurveGrid
 from .task_kernel import DEFAULT_TASK_PSD
 from .variational import VariationalEngine
+from .warp import WARPS
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +298,9 @@ class AT2Tuner(SurrogateTuner):
         task_psd: How the task-similarity matrix is made positive semi-definite:
             ``"nonnegative"`` (default), ``"target_row"`` or ``"nearest"`` (see
             :mod:`at2.task_kernel`).
+        warp: ``"none"`` (default) or ``"log_error"``: the surrogate models the metric through
+            this increasing transform (:mod:`at2.warp`); observations are told and recorded in
+            the metric's units, and a query's ``ucb`` and ``mean`` are transformed back.
         **kwargs: ``profile``, ``metric``, ``seed``, ``device``, ``dtype`` as :class:`Tuner`; the
             dtype defaults to float64 for the exact engine and float32 for the variational one.
     """
@@ -305,12 +309,21 @@ class AT2Tuner(SurrogateTuner):
 
     def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
                  engine: str = "exact", engine_options: dict[str, Any] | None = None,
-                 task_psd: str = DEFAULT_TASK_PSD,
+                 task_psd: str = DEFAULT_TASK_PSD, warp: str = "none",
                  **kwargs: Any) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
+        if warp not in WARPS:
+            raise ValueError(f"unknown warp {warp!r}; choose from {sorted(WARPS)}")
         kwargs.setdefault("dtype", ENGINE_DTYPES[engine])
         super().__init__(database, source_tasks, target, **kwargs)
+        self.warp = WARPS[warp]
+        if self.warp is not None:
+            if not higher_is_better(self.metric):
+                raise ValueError(f"warp {warp!r} is for a metric to maximise in [0, 1]; "
+                                 f"{self.metric!r} is minimised")
+            self.warp.check(self.grid.values, self.metric)
+            self.grid.values.copy_(self.warp(self.grid.values))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)  # the MLP's initial weights
             model = AT2Surrogate(database.space, len(self.sources) + 1, task_psd=task_psd)
@@ -336,6 +349,19 @@ class AT2Tuner(SurrogateTuner):
         log.info("%s engine fitted (log-likelihood per datum %.3f)", self.engine.name,
                  history[-1] if history else float("nan"))
 
+    def tell(self, config_id: int, epoch: int, value: float) -> None:
+        if self.warp is not None:
+            self.warp.check(torch.tensor([float(value)]), self.metric)
+            value = float(self.warp(torch.tensor(float(value), dtype=torch.float64)))
+        super().tell(config_id, epoch, value)
+
+    def ask(self) -> Query:
+        query = super().ask()
+        if self.warp is None:
+            return query
+        ucb, mean = self.warp.inverse(torch.tensor([query.ucb, query.mean], dtype=torch.float64))
+        return Query(query.config_id, query.epoch, float(ucb), float(mean))
+
     def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.engine.posterior_grid()
 
@@ -345,4 +371,5 @@ class AT2Tuner(SurrogateTuner):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "engine": self.engine_name,
                 "engine_options": self.engine_options,
-                "task_psd": self.engine.model.task_kernel.psd}
+                "task_psd": self.engine.model.task_kernel.psd,
+                "warp": "none" if self.warp is None else self.warp.name}

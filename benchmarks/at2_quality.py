@@ -45,6 +45,7 @@ from scipy.stats import spearmanr
 from at2.cli import parse_options
 from at2.task_kernel import DEFAULT_TASK_PSD, PSD_REPAIRS
 from at2.tuner import ENGINES, AT2Tuner
+from at2.warp import WARPS
 from experiments.baselines import RandomTuner
 from hyperrec.database import Database, Pair
 
@@ -141,6 +142,8 @@ def main() -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--task-psd", choices=sorted(PSD_REPAIRS), default=DEFAULT_TASK_PSD)
     p.add_argument("--beta", type=float, default=0.25, help="UCB exploration weight")
+    p.add_argument("--warp", choices=sorted(WARPS), default="none",
+                   help="model the metric through this transform (at2.warp)")
     p.add_argument("--every-target", action="store_true",
                    help="every task as the target, with random sources, instead of the published "
                         "pairs")
@@ -158,14 +161,15 @@ def main() -> None:
         for k, pair in enumerate(pairs):
             for seed in args.seeds:
                 tuner = AT2Tuner(db, pair.sources, pair.target, engine=args.engine, seed=seed,
-                                 engine_options=options, task_psd=args.task_psd, beta=args.beta)
+                                 engine_options=options, task_psd=args.task_psd, beta=args.beta,
+                                 warp=args.warp)
                 lines = diagnose(tuner, args.budget)
                 print(f"pair {k} ({pair.target}), seed {seed}", *lines, sep="\n")  # noqa: T201
         return
     start = time.perf_counter()
     at2 = mean_ranks(lambda db, pair, seed: AT2Tuner(
         db, pair.sources, pair.target, engine=args.engine, seed=seed, engine_options=options,
-        task_psd=args.task_psd, beta=args.beta),
+        task_psd=args.task_psd, beta=args.beta, warp=args.warp),
         db, pairs, args.seeds, args.budget)
     seconds = time.perf_counter() - start
     random = mean_ranks(lambda db, pair, seed: RandomTuner(db, pair.sources, pair.target,
@@ -173,7 +177,7 @@ def main() -> None:
                         db, pairs, range(args.random_seeds), args.budget)
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
     lines = [f"{db.name}, budget {args.budget}, AT2 {args.engine} {options or ''} beta {args.beta} "
-             f"task_psd {args.task_psd} seeds "
+             f"task_psd {args.task_psd} warp {args.warp} seeds "
              f"{args.seeds}; {len(pairs)} pairs in {seconds:.0f} s",
              "| method | " + " | ".join(f"q{c}" for c in checkpoints) + " |",
              "|---" * (len(checkpoints) + 1) + "|"]

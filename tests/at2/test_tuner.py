@@ -92,6 +92,25 @@ def test_ask_tell_recommend_in_live_mode(tiny_db):
     assert tuner.recommend() in tiny_db.config_ids.tolist()
 
 
+def test_warped_tuner_models_the_transform_and_records_the_metric(tiny_db):
+    pair = tiny_db.pair(0)
+    plain = AT2Tuner(tiny_db, pair.sources, pair.target, seed=1, engine_options=FAST)
+    tuner = AT2Tuner(tiny_db, pair.sources, pair.target, seed=1, engine_options=FAST,
+                     warp="log_error")
+    torch.testing.assert_close(tuner.grid.values, tuner.warp(plain.grid.values), equal_nan=True)
+    result = tuner.tune(6, progress=False)
+    oracle = tiny_db.curves(tasks=[pair.target], profile=0)[0]
+    column = {c: i for i, c in enumerate(tiny_db.config_ids.tolist())}
+    for record in result.records:  # observed values in the metric's units, as the oracle gave
+        assert record.value == oracle[column[record.config_id], record.epoch - 1]
+        assert 0 <= record.mean <= 1.01 and record.mean <= record.ucb <= 1.01
+    assert result.settings["warp"] == "log_error"
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        tuner.tell(tuner.ask().config_id, tuner.ask().epoch, 1.2)
+    with pytest.raises(ValueError, match="unknown warp 'logit'"):
+        AT2Tuner(tiny_db, pair.sources, pair.target, warp="logit")
+
+
 def test_botorch_acquisition_on_the_surrogate_matches_ours(tiny_db):
     pair = tiny_db.pair(0)
     tuner = AT2Tuner(tiny_db, pair.sources, pair.target, seed=0, engine_options=FAST)
