@@ -300,7 +300,8 @@ class AT2Tuner(SurrogateTuner):
             :mod:`at2.task_kernel`).
         warp: ``"none"`` (default) or ``"log_error"``: the surrogate models the metric through
             this increasing transform (:mod:`at2.warp`); observations are told and recorded in
-            the metric's units, and a query's ``ucb`` and ``mean`` are transformed back.
+            the metric's units, and a query's ``ucb`` and ``mean`` are transformed back; the
+            engine (and :class:`~at2.botorch_model.AT2Model` on it) answers in warped units.
         **kwargs: ``profile``, ``metric``, ``seed``, ``device``, ``dtype`` as :class:`Tuner`; the
             dtype defaults to float64 for the exact engine and float32 for the variational one.
     """
