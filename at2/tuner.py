@@ -352,8 +352,9 @@ class AT2Tuner(SurrogateTuner):
 
     def tell(self, config_id: int, epoch: int, value: float) -> None:
         if self.warp is not None:
-            self.warp.check(torch.tensor([float(value)]), self.metric)
-            value = float(self.warp(torch.tensor(float(value), dtype=torch.float64)))
+            warped = torch.tensor([float(value)], dtype=torch.float64)
+            self.warp.check(warped, self.metric)
+            value = float(self.warp(warped))
         super().tell(config_id, epoch, value)
 
     def ask(self) -> Query:

@@ -1,4 +1,4 @@
-import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,9 +160,10 @@ def test_psd_complete_last_gradient_finite_when_nothing_is_explained(dtype, row)
 
 
 def test_fast_bfloat16_reads_the_cpu_flags():
-    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else None
-    if flags is None:
-        pytest.skip("no /proc/cpuinfo to compare with")
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo to compare fast_bfloat16 with")
+    flags = cpuinfo.read_text().split()
     expected = "amx_tile" in flags or "avx512_bf16" in flags
     assert fast_bfloat16("cpu") is expected
     assert fast_bfloat16(torch.device("meta")) is False
