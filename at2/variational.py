@@ -96,6 +96,17 @@ class _WhitenedStrategy(VariationalStrategy):
                     + torch.linalg.vector_norm(covar, dim=-2).square())
         return MultivariateNormal(mean, DiagLinearOperator(variance.clamp_min(1e-10)))
 
+    @torch.no_grad()
+    def initialize_variational(self, generator: torch.Generator) -> None:
+        """What gpytorch does at the first call, ``q(u)`` at the whitened prior ``N(0, I)`` with
+        its mean jittered by ``mean_init_std``, drawn from ``generator`` instead of the global
+        random state (which made runs of one seed differ within a process)."""
+        q = self._variational_distribution
+        jitter = torch.randn(q.variational_mean.shape, generator=generator)
+        q.variational_mean.copy_(jitter * q.mean_init_std)
+        q.chol_variational_covar.copy_(torch.eye(q.chol_variational_covar.shape[-1]))
+        self.variational_params_initialized.fill_(1)
+
     def kl_divergence(self) -> Tensor:
         """``KL(N(m, L_S L_S') || N(0, I))`` in closed form."""
         q = self._variational_distribution
@@ -175,6 +186,7 @@ class VariationalEngine(Engine):
         self.mixed_precision = mixed_precision
         self.gp = _SparseGP(model, X[pick].clone(), grid,
                             torch.bfloat16 if mixed_precision else None).to(X)
+        self.gp.variational_strategy.initialize_variational(self.generator)
         discrete = torch.zeros(X.shape[-1], dtype=torch.bool, device=X.device)
         discrete[: 1 + len(model.space.categorical)] = True  # task and choice columns are indices
         self.gp.variational_strategy.inducing_points.register_hook(

@@ -69,12 +69,15 @@ def test_tell_rejects_out_of_order_unknown_and_missing_values(tiny_db):
     assert tuner.next_epoch(0) == 2
 
 
-def test_records_are_deterministic_for_a_seed(tiny_db):
+@pytest.mark.parametrize("engine, options", [
+    ("exact", FAST), ("variational", {"epochs": 2, "inducing": 8, "batch_size": 16})])
+def test_records_are_deterministic_for_a_seed(tiny_db, engine, options):
+    """Within one process too: nothing may draw from the global random state."""
     pair = tiny_db.pair(0)
 
     def run(seed):
-        result = AT2Tuner(tiny_db, pair.sources, pair.target, seed=seed,
-                          engine_options=FAST).tune(12, progress=False)
+        result = AT2Tuner(tiny_db, pair.sources, pair.target, seed=seed, engine=engine,
+                          engine_options=options).tune(12, progress=False)
         return [{k: v for k, v in row.items() if k != "seconds"} for row in result.rows()]
 
     assert run(7) == run(7)
