@@ -2,8 +2,11 @@
 
 Covers any pattern of observed cells, sources with gaps included. The same kernels, per-task mean
 and per-task likelihood as the exact engine; learnable inducing points (default 1000) initialised
-from a seeded subset of the data, their task and categorical columns held fixed (they index task
-and embedding tables) and their epoch coordinate kept positive. Trained on the variational ELBO by
+at a seeded subset of all the grid's cells, the target's unobserved ones included, their task and
+categorical columns held fixed (they index task and embedding tables) and their epoch coordinate
+kept positive. Drawn from the observed cells only, as they were before, the offline fit placed none
+on the target, and then ``q(f)`` at its cells could only follow the sources': with the task column
+fixed, the target's observations had nothing of its own to move. Trained on the variational ELBO by
 minibatch SGD with momentum and a linear warm-up then linear decay of the learning rate; the
 defaults are the paper's sweep: 200 offline epochs, learning rate 0.02, momentum 0.8, warm-up ratio
 0.01, batch 1000, and 3 refit epochs after each query.
@@ -151,7 +154,7 @@ class VariationalEngine(Engine):
         epochs: Offline training epochs (default 200).
         refit_epochs: Epochs after each new observation (default 3).
         lr, momentum, warmup_ratio, batch_size: SGD settings (defaults 0.02, 0.8, 0.01, 1000).
-        seed: Seeds the inducing-point subset and the minibatch order.
+        seed: Seeds the inducing cells and the minibatch order.
         mixed_precision: Compute a training step's two largest products, ``L_S' K_uu^-1/2 K_uf``
             and the ``K_uu`` gradient's ``G A'`` (``M x M x batch`` each), in bfloat16 with float32
             accumulation (the rest stays in the model's dtype). The first is also that of
@@ -179,15 +182,15 @@ class VariationalEngine(Engine):
         self.lr, self.momentum, self.warmup_ratio = lr, momentum, warmup_ratio
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
-        X, _, _ = self._data()
-        pick = torch.randperm(len(X), generator=self.generator)[: min(inducing, len(X))]
+        T, C, E = grid.shape
+        pick = torch.randperm(T * C * E, generator=self.generator)[: min(inducing, T * C * E)]
+        Z = grid.inputs(*torch.unravel_index(pick.to(grid.values.device), (T, C, E)))
         if mixed_precision is None:
-            mixed_precision = fast_bfloat16(X.device)
+            mixed_precision = fast_bfloat16(Z.device)
         self.mixed_precision = mixed_precision
-        self.gp = _SparseGP(model, X[pick].clone(), grid,
-                            torch.bfloat16 if mixed_precision else None).to(X)
+        self.gp = _SparseGP(model, Z, grid, torch.bfloat16 if mixed_precision else None).to(Z)
         self.gp.variational_strategy.initialize_variational(self.generator)
-        discrete = torch.zeros(X.shape[-1], dtype=torch.bool, device=X.device)
+        discrete = torch.zeros(Z.shape[-1], dtype=torch.bool, device=Z.device)
         discrete[: 1 + len(model.space.categorical)] = True  # task and choice columns are indices
         self.gp.variational_strategy.inducing_points.register_hook(
             lambda grad: grad.masked_fill(discrete, 0.0))
@@ -229,7 +232,15 @@ class VariationalEngine(Engine):
         return history
 
     def fit(self, progress: bool = False) -> list[float]:
-        return self._train(self.epochs, progress)
+        """The offline fit. A target without observations gets no gradient for its noise
+        variance, which then starts as a typical source's: the geometric mean of the sources'."""
+        history = self._train(self.epochs, progress)
+        if not self.grid.observed[-1].any():
+            with torch.no_grad():
+                noise = self.model.likelihood.noise
+                self.model.likelihood.noise = torch.cat([noise[:-1],
+                                                         noise[:-1].log().mean().exp()[None]])
+        return history
 
     def update(self) -> None:
         self._train(self.refit_epochs)

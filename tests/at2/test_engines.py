@@ -216,6 +216,19 @@ def test_variational_keeps_index_columns_and_positive_epochs(tiny_db):
     assert engine.predict(X).covariance_matrix.shape == (1, 3, 3)
 
 
+def test_variational_inducing_points_cover_the_target(tiny_db):
+    """Inducing points come from every grid cell, not only the observed (source) ones: with their
+    task column fixed, a target without any would have no component of its own in q(f)."""
+    names = tiny_db.tasks
+    grid = CurveGrid.from_database(tiny_db, names[1:], names[0], dtype=torch.float32)
+    model = AT2Surrogate(tiny_db.space, len(names))
+    model.initialize_from(grid)
+    engine = VariationalEngine(model, grid, inducing=32, batch_size=16)
+    tasks = engine.gp.variational_strategy.inducing_points[:, 0]
+    assert set(tasks.long().tolist()) == set(range(len(names)))
+    assert not grid.observed[-1].any()
+
+
 @pytest.mark.parametrize("fast", [False, True])
 def test_variational_mixed_precision_follows_the_hardware(tiny_db, monkeypatch, fast):
     """By default bfloat16 products are used only where the device has fast ones (emulated, they
@@ -232,16 +245,32 @@ def test_variational_mixed_precision_follows_the_hardware(tiny_db, monkeypatch, 
     assert (forced.engine.gp.variational_strategy.product_dtype is None) is fast
 
 
-def _fitted_variational(db, shift: float = 0.0, **options) -> VariationalEngine:
+def _variational(db, shift: float = 0.0, **options) -> VariationalEngine:
     names = db.tasks
     grid = CurveGrid.from_database(db, names[1:], names[0], dtype=torch.float32)
     grid.values += shift
     torch.manual_seed(0)
     model = AT2Surrogate(db.space, len(names))
     model.initialize_from(grid)
-    engine = VariationalEngine(model, grid, inducing=16, batch_size=16, **options)
+    return VariationalEngine(model, grid, inducing=16, batch_size=16, **options)
+
+
+def _fitted_variational(db, shift: float = 0.0, **options) -> VariationalEngine:
+    engine = _variational(db, shift, **options)
     engine.fit()
     return engine
+
+
+def test_variational_target_noise_starts_as_a_typical_source(tiny_db):
+    """The target's noise gets no gradient in the offline fit (no target cells) and SGD barely
+    moves it later: it must not stay at the data's variance, where its observations look like
+    noise, but start at the geometric mean of the sources' fitted noise variances."""
+    engine = _variational(tiny_db, epochs=30, lr=0.1)
+    start = engine.model.likelihood.noise.detach().clone()
+    engine.fit()
+    noise = engine.model.likelihood.noise.detach()
+    torch.testing.assert_close(noise[-1], noise[:-1].log().mean().exp())
+    assert noise[-1] < 0.9 * start[-1]
 
 
 def test_variational_answers_in_the_data_units(tiny_db):

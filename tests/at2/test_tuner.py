@@ -56,6 +56,18 @@ def test_queries_are_new_cells_in_epoch_order(tiny_db, make):
                for r in records)
 
 
+@pytest.mark.parametrize("engine, options", [
+    ("exact", FAST), ("variational", {"epochs": 2, "inducing": 8, "batch_size": 16})])
+def test_fit_starts_the_target_as_a_typical_source(tiny_db, engine, options):
+    """Without target observations the offline fit gives the target's mean no gradient; it starts
+    at the sources' mean (the variational engine also starts its noise as a typical source's)."""
+    pair = tiny_db.pair(0)
+    tuner = AT2Tuner(tiny_db, pair.sources, pair.target, engine=engine, engine_options=options)
+    tuner.prepare()
+    means = tuner.engine.model.mean.constants.detach()
+    torch.testing.assert_close(means[-1], means[:-1].mean())
+
+
 def test_tell_rejects_out_of_order_unknown_and_missing_values(tiny_db):
     pair = tiny_db.pair(0)
     tuner = RandomTuner(tiny_db, pair.sources, pair.target)
