@@ -15,6 +15,8 @@ from at2.tuner import AT2Tuner
 from experiments.baselines import RandomTuner
 
 FAST = {"fit_steps": 30, "refit_steps": 1}
+BOTH_ENGINES = pytest.mark.parametrize("engine, options", [
+    ("exact", FAST), ("variational", {"epochs": 2, "inducing": 8, "batch_size": 16})])
 
 
 def test_ucb_and_tie_breaking():
@@ -56,8 +58,7 @@ def test_queries_are_new_cells_in_epoch_order(tiny_db, make):
                for r in records)
 
 
-@pytest.mark.parametrize("engine, options", [
-    ("exact", FAST), ("variational", {"epochs": 2, "inducing": 8, "batch_size": 16})])
+@BOTH_ENGINES
 def test_fit_starts_the_target_as_a_typical_source(tiny_db, engine, options):
     """Without target observations the offline fit gives the target's mean no gradient; it starts
     at the sources' mean (the variational engine also starts its noise as a typical source's)."""
@@ -81,8 +82,7 @@ def test_tell_rejects_out_of_order_unknown_and_missing_values(tiny_db):
     assert tuner.next_epoch(0) == 2
 
 
-@pytest.mark.parametrize("engine, options", [
-    ("exact", FAST), ("variational", {"epochs": 2, "inducing": 8, "batch_size": 16})])
+@BOTH_ENGINES
 def test_records_are_deterministic_for_a_seed(tiny_db, engine, options):
     """Within one process too: nothing may draw from the global random state."""
     pair = tiny_db.pair(0)
