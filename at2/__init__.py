@@ -6,6 +6,12 @@
 * :mod:`at2.acquisition` — UCB; :mod:`at2.tuner` — the ask/tell tuner and database replay.
 """
 
+import warnings
+
+with warnings.catch_warnings():  # linear_operator, imported by gpytorch, calls torch.jit.script
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    import linear_operator  # noqa: F401
+
 from .acquisition import UpperConfidenceBound
 from .deep_kernel import ConfigFeatures, DeepPolynomialKernel
 from .epoch_kernel import FreezeThawKernel

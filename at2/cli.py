@@ -85,6 +85,9 @@ def resolve_tune_config(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("give --source and --target, or --pair K for a published pair")
     if isinstance(config["source"], str):
         config["source"] = _csv(config["source"])
+    if isinstance(config["budget"], bool) or not isinstance(config["budget"], int) or (
+            config["budget"] < 1):
+        raise ValueError(f"budget must be a positive integer, got {config['budget']!r}")
     if config["engine"] not in ENGINES:
         raise ValueError(f"unknown engine {config['engine']!r}; choose from {sorted(ENGINES)}")
     # unknown task names fail here (a live target is added to the database when new)

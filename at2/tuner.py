@@ -187,7 +187,12 @@ class Tuner(ABC):
         """Replay ``budget`` queries with the database's target curves as the oracle."""
         db = self.database
         oracle = db.curves(self.metric, [self.target], self.profile)[0]
-        self.available = torch.as_tensor(~np.isnan(oracle), device=self.device)
+        observed = ~np.isnan(oracle)
+        reachable = int(np.cumprod(observed, axis=-1).sum())  # epochs in order, up to a gap
+        if not 1 <= budget <= reachable:
+            raise ValueError(f"budget must be between 1 and the {reachable} cells of "
+                             f"{self.target!r} that replay can reach; got {budget}")
+        self.available = torch.as_tensor(observed, device=self.device)
         rank = db.ranking(self.target, self.metric, self.profile)
         final = db.final_values(self.target, self.metric, self.profile)
         best, worst = np.nanmax(final), np.nanmin(final)

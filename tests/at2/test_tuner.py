@@ -58,6 +58,16 @@ def test_queries_are_new_cells_in_epoch_order(tiny_db, make):
                for r in records)
 
 
+def test_replay_budget_is_checked_before_the_fit(tiny_db):
+    pair = tiny_db.pair(0)
+    tuner = AT2Tuner(tiny_db, pair.sources, pair.target, engine_options=FAST)
+    cells = int((~np.isnan(tiny_db.curves(tasks=[pair.target], profile=0))).sum())
+    for budget in (0, cells + 1):
+        with pytest.raises(ValueError, match=f"budget must be between 1 and the {cells} cells"):
+            tuner.tune(budget, progress=False)
+    assert tuner.fit_seconds is None
+
+
 @BOTH_ENGINES
 def test_fit_starts_the_target_as_a_typical_source(tiny_db, engine, options):
     """Without target observations the offline fit gives the target's mean no gradient; it starts
@@ -171,6 +181,7 @@ def test_cli_config_file_and_bad_input(tiny_db, tmp_path, caplog):
         (["--target", "nope", "--source", "task1"], "unknown task(s) ['nope']"),
         (["--pair", "3"], "has 1 published pairs; got pair 3"),
         (["--pair", "0", "--option", "steps=3"], "unknown option(s) ['steps']"),
+        (["--pair", "0", "--budget", "0"], "budget must be a positive integer, got 0"),
     ]
     for extra, message in bad:
         caplog.clear()
