@@ -135,7 +135,8 @@ def run_command(p: argparse.ArgumentParser, argv: Sequence[str] | None,
     try:
         args.run(args)
     except errors as err:
-        logger.error("%s", err)
+        # a KeyError's str() is the repr of its message; log the message itself
+        logger.error("%s", err.args[0] if isinstance(err, KeyError) and err.args else err)
         return 1
     return 0
 

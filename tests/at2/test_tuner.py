@@ -187,6 +187,7 @@ def test_cli_config_file_and_bad_input(tiny_db, tmp_path, caplog):
         caplog.clear()
         assert main(["-q", "tune", "--database", str(tiny_db.path), "--out",
                      str(tmp_path / "x"), *extra]) == 1
+        assert caplog.messages[-1][0] not in "'\""  # the message itself, not a KeyError's repr
         assert message in caplog.text
     config.write_text("colour: red\n")
     assert main(["-q", "tune", "--config", str(config)]) == 1
