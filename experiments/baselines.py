@@ -300,7 +300,10 @@ class FreezeThawGPTuner(GPTuner):
         X = torch.cat([self.x.unsqueeze(1).expand(C, E, -1),
                        self.grid.t.view(1, E, 1).expand(C, E, 1)], -1)
         posterior = model.posterior(X)
-        return posterior.mean.view(C, E), posterior.variance.view(C, E)
+        # the lazy covariance's own diagonal: `posterior.variance` goes through a product whose
+        # round-off turns variances of ~1e-11 at observed cells negative (and warns about it)
+        variance = posterior.mvn.lazy_covariance_matrix.diagonal(dim1=-2, dim2=-1)
+        return posterior.mean.view(C, E), variance.view(C, E)
 
 
 class MultiTaskGPTuner(GPTuner):
