@@ -11,9 +11,11 @@ whitened task factor ``K~ = D^-1/2 K_SS D^-1/2``. With the eigendecompositions o
 ``A^-1`` and ``log det A`` come from the ``S C E`` eigenvalue products; a solve is three mode-wise
 products. The m target cells enter through the m x m Schur complement
 ``S = K_tt + s2_t I - B' A^-1 B``, whose columns ``B[:, j] = k_tS (x) K_C[:, c_j] (x) K_E[:, e_j]``
-are Kronecker vectors as well. The marginal likelihood, the posterior mean and the
-variance over all C x E target cells follow from the same pieces without ever forming a matrix
-larger than ``m x C x E``; everything is differentiable, so hyper-parameters are fitted by
+are Kronecker vectors as well. The m cells belong to p <= m configurations (a few when the loop
+trains some configurations for many epochs), so ``B' A^-1 B`` is formed from one E-vector per pair
+of them (p^2 C E + m^2 E operations instead of m^2 C E). The marginal likelihood, the posterior
+mean and the variance over all C x E target cells follow from the same pieces without ever forming
+a matrix larger than ``m x C x E``; everything is differentiable, so hyper-parameters are fitted by
 maximising the exact marginal likelihood with torch optimisers.
 """
 
@@ -57,7 +59,8 @@ class _Solve:
     W_t: Tensor  # (C, E) sum_i (Q_T' k_tS)_i^2 / (l_T l_C l_E + 1)[i]
     alpha_t: Tensor  # (C, E) sum_s k_tS[s] (whitened A^-1 y_S)[s]
     cells: tuple[Tensor, Tensor]  # target observations: configuration and epoch indices (m,)
-    G: Tensor  # (m, C, E) W_t * U_C[c_j] * U_E[e_j]
+    configs: Tensor  # (p,) the distinct configurations among them
+    group: Tensor  # (m,) c = configs[group]
     chol: Tensor  # (m, m) Cholesky factor of the Schur complement
     beta: Tensor  # (m,) S^-1 (y_t - B' A^-1 y_S)
 
@@ -142,8 +145,15 @@ class ExactEngine(Engine):
 
         c, e = torch.nonzero(grid.observed[-1], as_tuple=True)
         m = c.numel()
-        G = W_t * U_C[c][:, :, None] * U_E[e][:, None, :]  # (m, C, E)
-        BtAB = torch.einsum("jab,ka,kb->jk", G, U_C[c], U_E[e])
+        configs, group = torch.unique(c, return_inverse=True)  # c = configs[group]
+        p = configs.numel()
+        # B' A^-1 B [j, k] = sum_b U_E[e_j, b] U_E[e_k, b] V[g_j, g_k, b] with
+        # V[q, r, b] = sum_a U_C[configs_q, a] U_C[configs_r, a] W_t[a, b]
+        u = U_C[configs]
+        V = ((u[:, None, :] * u[None, :, :]).reshape(p * p, C) @ W_t).view(p, p, E)
+        u_e = U_E[e]
+        left = V.index_select(0, group) * u_e[:, None, :]  # (m, p, E)
+        BtAB = (left.index_select(1, group) * u_e[None, :, :]).sum(-1)
         schur = k_tt * K_C[c][:, c] * K_E[e][:, e] - BtAB + noise[-1] * torch.eye(
             m, dtype=W.dtype, device=W.device)
         chol = torch.linalg.cholesky(schur)
@@ -153,7 +163,8 @@ class ExactEngine(Engine):
         quad = quad + residual @ beta
         logdet = logdet + 2 * torch.log(torch.diagonal(chol)).sum()
         return _Solve(S * C * E + m, K_T, means, root, Q_T, Q_C, Q_E, W, alpha, quad, logdet, k_tS,
-                      k_tt, mean_t, K_C, K_E, U_C, U_E, W_t, alpha_t, (c, e), G, chol, beta)
+                      k_tt, mean_t, K_C, K_E, U_C, U_E, W_t, alpha_t, (c, e), configs, group,
+                      chol, beta)
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -165,7 +176,13 @@ class ExactEngine(Engine):
         """
         s = self._solve()
         c, e = s.cells
-        H = torch.einsum("jab,ca->jcb", s.G, s.U_C) @ s.U_E.mT  # (m, C, E): B' A^-1 k_S(cell)
+        # H = B' A^-1 k_S(cell), (m, C, E), from one (C, E) table per configuration observed:
+        # Z[q, c, b] = sum_a U_C[configs_q, a] U_C[c, a] W_t[a, b]
+        C, E = s.W_t.shape
+        p = s.configs.numel()
+        u = s.U_C[s.configs]
+        Z = ((u[:, None, :] * s.U_C[None, :, :]).reshape(p * C, C) @ s.W_t).view(p, C * E)
+        H = (Z.index_select(0, s.group).view(-1, C, E) * s.U_E[e][:, None, :]) @ s.U_E.mT
         k_t = s.k_tt * s.K_C[c][:, :, None] * s.K_E[e][:, None, :]  # target-target cross
         w = H - k_t
         mean = s.mean_t + s.K_C @ s.alpha_t @ s.K_E - torch.einsum("j,jce->ce", s.beta, w)

@@ -60,8 +60,17 @@ def dense_reference(model: AT2Surrogate, grid: CurveGrid):
     return mll, mean.view(C, E), var.view(C, E), (K, obs, L, alpha, mu)
 
 
-def test_exact_engine_equals_the_dense_gp():
-    grid = small_grid()
+def one_epoch_each(grid: CurveGrid) -> CurveGrid:
+    """The target observed on the first epoch of every configuration (m = p = C)."""
+    values = grid.values.clone()
+    values[-1] = float("nan")
+    values[-1, :, 0] = torch.linspace(0.2, 0.7, values.shape[1], dtype=values.dtype)
+    return CurveGrid(values, grid.encodings, grid.tasks, grid.config_ids)
+
+
+@pytest.mark.parametrize("cells", ["some configurations", "one epoch each"])
+def test_exact_engine_equals_the_dense_gp(cells):
+    grid = small_grid() if cells == "some configurations" else one_epoch_each(small_grid())
     model = model_for(grid)
     engine = ExactEngine(model, grid)
     model.task_kernel.update(grid.values, grid.observed)
