@@ -23,7 +23,7 @@ from .autohyper.lr import OPTIMIZERS, AutoHyperResult
 from .live import LiveResult, tune_live
 from .task_kernel import DEFAULT_TASK_PSD, PSD_REPAIRS
 from .tuner import ENGINES, AT2Tuner, TuningResult
-from .warp import WARPS
+from .warp import DEFAULT_WARP, WARP_CHOICES
 
 log = logging.getLogger("at2")
 ERRORS = (DatabaseError, KeyError, IndexError, ValueError, OSError)
@@ -32,7 +32,7 @@ ERRORS = (DatabaseError, KeyError, IndexError, ValueError, OSError)
 TUNE_DEFAULTS: dict[str, Any] = {
     "database": None, "source": None, "target": None, "pair": None, "profile": 0,
     "metric": DEFAULT_METRIC, "budget": 100, "engine": "exact", "beta": 0.25,
-    "task_psd": DEFAULT_TASK_PSD, "warp": "none", "seed": 0,
+    "task_psd": DEFAULT_TASK_PSD, "warp": DEFAULT_WARP, "seed": 0,
     "device": "auto", "engine_options": {}, "out": None, "live": None, "final_epochs": None,
     "autohyper": False,
 }
@@ -131,6 +131,7 @@ def tune(config: dict[str, Any], progress: bool = True) -> TuningResult | LiveRe
     out = Path(config["out"])
     records.write_config(out, {**config, "device": str(tuner.device),
                                "engine_options": tuner.engine_options,  # as resolved
+                               "warp": tuner.warp_name,
                                "torch": str(torch.__version__)})
     result = tuner.tune(config["budget"], progress=progress)
     records.write_result(out, result)
@@ -193,8 +194,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--beta", type=float, help="UCB exploration weight; default 0.25")
     t.add_argument("--task-psd", choices=sorted(PSD_REPAIRS),
                    help=f"how the task-similarity matrix is made PSD; default {DEFAULT_TASK_PSD}")
-    t.add_argument("--warp", choices=sorted(WARPS),
-                   help="model the metric through this increasing transform; default none")
+    t.add_argument("--warp", choices=sorted(WARP_CHOICES),
+                   help="model the metric through this increasing transform; default auto "
+                        "(log_error for a metric to maximise in [0, 1], else none)")
     t.add_argument("--seed", type=int, help="seed of the run; default 0")
     t.add_argument("--device", help="auto (default), cpu or cuda")
     t.add_argument("--option", action="append", metavar="KEY=VALUE",

@@ -36,6 +36,7 @@ from hyperrec.spaces import with_learning_rate
 from .autohyper.lr import AutoHyperResult, find_initial_lr, make_epoch_trainer
 from .task_kernel import DEFAULT_TASK_PSD
 from .tuner import AT2Tuner
+from .warp import DEFAULT_WARP
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def refine_learning_rate(config: Mapping[str, Any], task: TaskSpec, *, device: s
 def tune_live(database: str | Path, sources: Sequence[str], task: TaskSpec, *, budget: int,
               out: str | Path, final_epochs: int | None = None, autohyper: bool = False,
               autohyper_options: Mapping[str, Any] | None = None, engine: str = "exact",
-              beta: float = 0.25, task_psd: str = DEFAULT_TASK_PSD, warp: str = "none",
+              beta: float = 0.25, task_psd: str = DEFAULT_TASK_PSD, warp: str = DEFAULT_WARP,
               seed: int = 0, device: str = "cpu", progress: bool = True) -> LiveResult:
     """Tune ``task`` live with AT2 (``sources`` from ``database``), then train the
     recommendation for ``final_epochs`` (default: the database's epochs). Checkpoints go to

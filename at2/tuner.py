@@ -29,7 +29,7 @@ from .exact import ExactEngine
 from .model import AT2Surrogate, CurveGrid
 from .task_kernel import DEFAULT_TASK_PSD
 from .variational import VariationalEngine
-from .warp import WARPS
+from .warp import DEFAULT_WARP, WARPS, resolve_warp
 
 log = logging.getLogger(__name__)
 
@@ -303,10 +303,12 @@ class AT2Tuner(SurrogateTuner):
         task_psd: How the task-similarity matrix is made positive semi-definite:
             ``"nonnegative"`` (default), ``"target_row"`` or ``"nearest"`` (see
             :mod:`at2.task_kernel`).
-        warp: ``"none"`` (default) or ``"log_error"``: the surrogate models the metric through
-            this increasing transform (:mod:`at2.warp`); observations are told and recorded in
-            the metric's units, and a query's ``ucb`` and ``mean`` are transformed back; the
-            engine (and :class:`~at2.botorch_model.AT2Model` on it) answers in warped units.
+        warp: ``"auto"`` (default), ``"log_error"`` or ``"none"``: the surrogate models the metric
+            through this increasing transform (:mod:`at2.warp`; ``"auto"`` is ``"log_error"`` for
+            an accuracy-like metric to maximise in [0, 1], else ``"none"``); observations are
+            told and recorded in the metric's units, and a query's ``ucb`` and ``mean`` are
+            transformed back; the engine (and :class:`~at2.botorch_model.AT2Model` on it)
+            answers in warped units. :attr:`warp_name` is the resolved name.
         **kwargs: ``profile``, ``metric``, ``seed``, ``device``, ``dtype`` as :class:`Tuner`; the
             dtype defaults to float64 for the exact engine and float32 for the variational one.
     """
@@ -315,15 +317,14 @@ class AT2Tuner(SurrogateTuner):
 
     def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
                  engine: str = "exact", engine_options: dict[str, Any] | None = None,
-                 task_psd: str = DEFAULT_TASK_PSD, warp: str = "none",
+                 task_psd: str = DEFAULT_TASK_PSD, warp: str = DEFAULT_WARP,
                  **kwargs: Any) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
-        if warp not in WARPS:
-            raise ValueError(f"unknown warp {warp!r}; choose from {sorted(WARPS)}")
         kwargs.setdefault("dtype", ENGINE_DTYPES[engine])
         super().__init__(database, source_tasks, target, **kwargs)
-        self.warp = WARPS[warp]
+        self.warp_name = resolve_warp(warp, self.grid.values, self.metric)
+        self.warp = WARPS[self.warp_name]
         if self.warp is not None:
             if not higher_is_better(self.metric):
                 raise ValueError(f"warp {warp!r} is for a metric to maximise in [0, 1]; "
@@ -379,4 +380,4 @@ class AT2Tuner(SurrogateTuner):
         return {**super().settings(), "engine": self.engine_name,
                 "engine_options": self.engine_options,
                 "task_psd": self.engine.model.task_kernel.psd,
-                "warp": "none" if self.warp is None else self.warp.name}
+                "warp": self.warp_name}

@@ -16,7 +16,9 @@ Random search is averaged over ``--random-seeds`` seeds (default 20). Prints a M
 the wall time of the AT2 runs. Beside AT2's recommendation the table gives, from the same runs, the
 rank of the configuration with the highest value observed so far: where it is better, the loop
 found good configurations and the posterior's recommendation passed them over; where both are
-poor, the loop did not train them. ``--beta`` sets UCB's exploration weight (default 0.25).
+poor, the loop did not train them. With several seeds an entry is the mean over seeds and pairs
+± the standard error, over seeds, of the mean over pairs. ``--beta`` sets UCB's exploration
+weight (default 0.25).
 
 With ``--diagnose`` it prints instead, per pair and seed, where the recommendations come from: at
 queries 10, 25 and 100 the Spearman correlation of each configuration's posterior best (highest
@@ -45,7 +47,7 @@ from scipy.stats import spearmanr
 from at2.cli import parse_options
 from at2.task_kernel import DEFAULT_TASK_PSD, PSD_REPAIRS
 from at2.tuner import ENGINES, AT2Tuner
-from at2.warp import WARPS
+from at2.warp import DEFAULT_WARP, WARP_CHOICES
 from experiments.baselines import RandomTuner
 from hyperrec.database import Database, Pair
 
@@ -62,9 +64,9 @@ def every_target(db: Database, sources: int, seed: int) -> list[Pair]:
             for t in db.tasks]
 
 
-def mean_ranks(make, db: Database, pairs: list[Pair], seeds, budget: int) -> np.ndarray:
-    """``(pairs, 2, budget)`` rank of the recommended configuration and of the configuration with
-    the highest value observed so far (first reached on ties), averaged over seeds."""
+def run_ranks(make, db: Database, pairs: list[Pair], seeds, budget: int) -> np.ndarray:
+    """``(pairs, seeds, 2, budget)`` rank of the recommended configuration and of the
+    configuration with the highest value observed so far (first reached on ties)."""
     column = {cid: i for i, cid in enumerate(db.config_ids)}
     out = []
     for pair in pairs:
@@ -77,8 +79,17 @@ def mean_ranks(make, db: Database, pairs: list[Pair], seeds, budget: int) -> np.
             new_best = values > np.maximum.accumulate(np.r_[-np.inf, values[:-1]])
             at = np.maximum.accumulate(np.where(new_best, np.arange(len(values)), 0))
             runs.append([result.series("recommended_rank"), rank[configs[at]]])
-        out.append(np.mean(runs, axis=0))
+        out.append(runs)
     return np.array(out)
+
+
+def mean_and_error(ranks: np.ndarray) -> str:
+    """Mean of ``(pairs, seeds)`` ranks, with the standard error of the mean over pairs across
+    seeds when there are several seeds."""
+    per_seed = ranks.mean(0)
+    if len(per_seed) < 2:
+        return f"{per_seed.mean():.1f}"
+    return f"{per_seed.mean():.1f} ± {per_seed.std(ddof=1) / np.sqrt(len(per_seed)):.1f}"
 
 
 def diagnose(tuner: AT2Tuner, budget: int) -> list[str]:
@@ -142,13 +153,17 @@ def main() -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--task-psd", choices=sorted(PSD_REPAIRS), default=DEFAULT_TASK_PSD)
     p.add_argument("--beta", type=float, default=0.25, help="UCB exploration weight")
-    p.add_argument("--warp", choices=sorted(WARPS), default="none",
+    p.add_argument("--warp", choices=sorted(WARP_CHOICES), default=DEFAULT_WARP,
                    help="model the metric through this transform (at2.warp)")
     p.add_argument("--every-target", action="store_true",
                    help="every task as the target, with random sources, instead of the published "
                         "pairs")
     p.add_argument("--pair-seed", type=int, default=0,
                    help="seeds the sources drawn for --every-target")
+    p.add_argument("--save", metavar="FILE.npz",
+                   help="also save AT2's ranks per pair and seed, for paired comparisons: "
+                        "ranks (pairs, seeds, 2, budget; recommended, best observed), targets, "
+                        "seeds")
     p.add_argument("--diagnose", action="store_true",
                    help="per pair and seed: order, confidence and level of the posterior")
     args = p.parse_args()
@@ -167,12 +182,14 @@ def main() -> None:
                 print(f"pair {k} ({pair.target}), seed {seed}", *lines, sep="\n")  # noqa: T201
         return
     start = time.perf_counter()
-    at2 = mean_ranks(lambda db, pair, seed: AT2Tuner(
+    at2 = run_ranks(lambda db, pair, seed: AT2Tuner(
         db, pair.sources, pair.target, engine=args.engine, seed=seed, engine_options=options,
         task_psd=args.task_psd, beta=args.beta, warp=args.warp),
         db, pairs, args.seeds, args.budget)
     seconds = time.perf_counter() - start
-    random = mean_ranks(lambda db, pair, seed: RandomTuner(db, pair.sources, pair.target,
+    if args.save:
+        np.savez(args.save, ranks=at2, targets=[pair.target for pair in pairs], seeds=args.seeds)
+    random = run_ranks(lambda db, pair, seed: RandomTuner(db, pair.sources, pair.target,
                                                            seed=seed),
                         db, pairs, range(args.random_seeds), args.budget)
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
@@ -181,14 +198,13 @@ def main() -> None:
              f"{args.seeds}; {len(pairs)} pairs in {seconds:.0f} s",
              "| method | " + " | ".join(f"q{c}" for c in checkpoints) + " |",
              "|---" * (len(checkpoints) + 1) + "|"]
-    rows = ((f"AT2 ({args.engine})", at2[:, 0]),
-            ("AT2, best observed so far", at2[:, 1]),
-            (f"random ({args.random_seeds} seeds)", random[:, 0]))
-    rows += tuple((f"pair {k} ({pair.target})", at2[k, :1]) for k, pair in enumerate(pairs))
-    for name, ranks in rows:
-        mean = ranks.mean(0)
-        lines.append(f"| {name} | " + " | ".join(f"{mean[c - 1]:.1f}" for c in checkpoints)
-                     + " |")
+    rows = ((f"AT2 ({args.engine})", at2[:, :, 0]),
+            ("AT2, best observed so far", at2[:, :, 1]),
+            (f"random ({args.random_seeds} seeds)", random[:, :, 0]))
+    rows += tuple((f"pair {k} ({pair.target})", at2[k:k + 1, :, 0]) for k, pair in enumerate(pairs))
+    for name, ranks in rows:                          # (pairs, seeds, budget)
+        lines.append(f"| {name} | " + " | ".join(
+            mean_and_error(ranks[:, :, c - 1]) for c in checkpoints) + " |")
     print("\n".join(lines))  # noqa: T201 - the benchmark's output
 
 

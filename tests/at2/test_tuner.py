@@ -119,9 +119,10 @@ def test_ask_tell_recommend_in_live_mode(tiny_db):
 
 def test_warped_tuner_models_the_transform_and_records_the_metric(tiny_db):
     pair = tiny_db.pair(0)
-    plain = AT2Tuner(tiny_db, pair.sources, pair.target, seed=1, engine_options=FAST)
-    tuner = AT2Tuner(tiny_db, pair.sources, pair.target, seed=1, engine_options=FAST,
-                     warp="log_error")
+    plain = AT2Tuner(tiny_db, pair.sources, pair.target, seed=1, engine_options=FAST,
+                     warp="none")
+    tuner = AT2Tuner(tiny_db, pair.sources, pair.target, seed=1, engine_options=FAST)
+    assert plain.warp is None and tuner.warp_name == "log_error"  # "auto" on an accuracy
     torch.testing.assert_close(tuner.grid.values, tuner.warp(plain.grid.values), equal_nan=True)
     result = tuner.tune(6, progress=False)
     oracle = tiny_db.curves(tasks=[pair.target], profile=0)[0]
@@ -157,13 +158,14 @@ def test_cli_writes_the_documented_record(tiny_db, tmp_path):
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["target"] == tiny_db.pair(0).target and config["seed"] == 4
     assert config["engine_options"] == {"fit_steps": 20}
+    assert config["warp"] == "log_error"  # "auto", as resolved on an accuracy
     rows = list(csv.DictReader((out / "queries.csv").open()))
     assert list(rows[0]) == QUERY_COLUMNS and len(rows) == 6
     result = json.loads((out / "result.json").read_text())
     for key in ("recommended_rank", "regret", "query_value", "seconds"):
         assert len(result[key]) == 6
     assert result["fit_seconds"] > 0 and result["engine"] == "exact"
-    assert result["task_psd"] == "nonnegative"
+    assert result["task_psd"] == "nonnegative" and result["warp"] == "log_error"
     assert [int(r["recommended_rank"]) for r in rows] == result["recommended_rank"]
 
 
