@@ -45,19 +45,20 @@ log = logging.getLogger(__name__)
 class LiveResult:
     """A live run: one row per query (``index``, ``config_id``, ``epoch``, ``value``, ``ucb``,
     ``mean``, ``recommended``, ``seconds``), the recommendation, the configuration finally
-    trained (its learning rate refined when autoHyper ran), the autoHyper search if any, and the
-    final training's per-epoch ``val_acc`` / ``test_acc``."""
+    trained (its learning rate refined when autoHyper ran), the autoHyper search if any, the
+    final training's per-epoch ``val_acc`` / ``test_acc``, and the surrogate's warp as resolved."""
 
     queries: list[dict[str, Any]] = field(default_factory=list)
     recommended: int | None = None
     final_config: dict[str, Any] = field(default_factory=dict)
     autohyper: AutoHyperResult | None = None
     final: dict[str, list[float]] = field(default_factory=dict)
+    warp: str | None = None
 
     def summary(self) -> dict[str, Any]:
         ah = self.autohyper
         return {"queries": self.queries, "recommended": self.recommended,
-                "final_config": self.final_config, "final": self.final,
+                "final_config": self.final_config, "final": self.final, "warp": self.warp,
                 "autohyper": None if ah is None else {
                     "values": ah.values, "converged": ah.converged, "trials": len(ah.trials),
                     "epochs": ah.epochs, "seconds": ah.seconds}}
@@ -94,7 +95,7 @@ def tune_live(database: str | Path, sources: Sequence[str], task: TaskSpec, *, b
     configs = {r.config_id: r.config for r in plan.runs}
     tuner = AT2Tuner(db, sources, task.name, engine=engine, beta=beta, task_psd=task_psd,
                      warp=warp, seed=seed, device=device)
-    result = LiveResult()
+    result = LiveResult(warp=tuner.warp_name)
     tuner.prepare(progress)
     for index in tqdm(range(1, budget + 1), desc=f"live {task.name}", disable=not progress):
         start = time.perf_counter()
