@@ -190,8 +190,8 @@ def main() -> None:
     if args.save:
         np.savez(args.save, ranks=at2, targets=[pair.target for pair in pairs], seeds=args.seeds)
     random = run_ranks(lambda db, pair, seed: RandomTuner(db, pair.sources, pair.target,
-                                                           seed=seed),
-                        db, pairs, range(args.random_seeds), args.budget)
+                                                          seed=seed),
+                       db, pairs, range(args.random_seeds), args.budget)
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
     lines = [f"{db.name}, budget {args.budget}, AT2 {args.engine} {options or ''} beta {args.beta} "
              f"task_psd {args.task_psd} warp {args.warp} seeds "
