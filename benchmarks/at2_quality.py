@@ -18,7 +18,9 @@ rank of the configuration with the highest value observed so far: where it is be
 found good configurations and the posterior's recommendation passed them over; where both are
 poor, the loop did not train them. With several seeds an entry is the mean over seeds and pairs
 ± the standard error, over seeds, of the mean over pairs. ``--beta`` sets UCB's exploration
-weight (default 0.25).
+weight (default 0.25). For a database with several profiles (HyperRec has two training seeds) a
+last reference row gives the rank of the configuration that is best when trained with another
+seed: the ranks a recommendation can be expected to carry from one training run to the next.
 
 With ``--diagnose`` it prints instead, per pair and seed, where the recommendations come from: at
 queries 10, 25 and 100 the Spearman correlation of each configuration's posterior best (highest
@@ -64,13 +66,14 @@ def every_target(db: Database, sources: int, seed: int) -> list[Pair]:
             for t in db.tasks]
 
 
-def run_ranks(make, db: Database, pairs: list[Pair], seeds, budget: int) -> np.ndarray:
-    """``(pairs, seeds, 2, budget)`` rank of the recommended configuration and of the
-    configuration with the highest value observed so far (first reached on ties)."""
+def run_ranks(make, db: Database, pairs: list[Pair], seeds, budget: int,
+              profile: int = 0) -> np.ndarray:
+    """``(pairs, seeds, 2, budget)`` rank on ``profile`` of the recommended configuration and of
+    the configuration with the highest value observed so far (first reached on ties)."""
     column = {cid: i for i, cid in enumerate(db.config_ids)}
     out = []
     for pair in pairs:
-        rank = db.ranking(pair.target)
+        rank = db.ranking(pair.target, profile=profile)
         runs = []
         for seed in seeds:
             result = make(db, pair, seed).tune(budget, progress=False)
@@ -81,6 +84,18 @@ def run_ranks(make, db: Database, pairs: list[Pair], seeds, budget: int) -> np.n
             runs.append([result.series("recommended_rank"), rank[configs[at]]])
         out.append(runs)
     return np.array(out)
+
+
+def other_profile_ranks(db: Database, pairs: list[Pair], budget: int,
+                        profile: int = 0) -> np.ndarray | None:
+    """``(pairs, profiles - 1, budget)`` rank on ``profile`` of the configuration that is best on
+    each other profile (the same configurations trained with another seed): what the ranks are
+    worth when training noise alone decides them. ``None`` for a database with one profile."""
+    if db.profiles < 2:
+        return None
+    return np.array([[np.full(budget, db.ranking(pair.target, profile=profile)[
+        np.argmin(db.ranking(pair.target, profile=p))]) for p in range(db.profiles)
+        if p != profile] for pair in pairs])
 
 
 def mean_and_error(ranks: np.ndarray) -> str:
@@ -150,6 +165,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[2021])
     p.add_argument("--random-seeds", type=int, default=20)
     p.add_argument("--budget", type=int, default=100)
+    p.add_argument("--profile", type=int, default=0,
+                   help="the profile (training seed) read for sources and target, and ranked on")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--task-psd", choices=sorted(PSD_REPAIRS), default=DEFAULT_TASK_PSD)
     p.add_argument("--beta", type=float, default=0.25, help="UCB exploration weight")
@@ -177,23 +194,23 @@ def main() -> None:
             for seed in args.seeds:
                 tuner = AT2Tuner(db, pair.sources, pair.target, engine=args.engine, seed=seed,
                                  engine_options=options, task_psd=args.task_psd, beta=args.beta,
-                                 warp=args.warp)
+                                 warp=args.warp, profile=args.profile)
                 lines = diagnose(tuner, args.budget)
                 print(f"pair {k} ({pair.target}), seed {seed}", *lines, sep="\n")  # noqa: T201
         return
     start = time.perf_counter()
     at2 = run_ranks(lambda db, pair, seed: AT2Tuner(
         db, pair.sources, pair.target, engine=args.engine, seed=seed, engine_options=options,
-        task_psd=args.task_psd, beta=args.beta, warp=args.warp),
-        db, pairs, args.seeds, args.budget)
+        task_psd=args.task_psd, beta=args.beta, warp=args.warp, profile=args.profile),
+        db, pairs, args.seeds, args.budget, args.profile)
     seconds = time.perf_counter() - start
     if args.save:
         np.savez(args.save, ranks=at2, targets=[pair.target for pair in pairs], seeds=args.seeds)
     random = run_ranks(lambda db, pair, seed: RandomTuner(db, pair.sources, pair.target,
-                                                          seed=seed),
-                       db, pairs, range(args.random_seeds), args.budget)
+                                                          seed=seed, profile=args.profile),
+                       db, pairs, range(args.random_seeds), args.budget, args.profile)
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
-    lines = [f"{db.name}, budget {args.budget}, AT2 {args.engine} {options or ''} beta {args.beta} "
+    lines = [f"{db.name}, profile {args.profile}, budget {args.budget}, AT2 {args.engine} {options or ''} beta {args.beta} "
              f"task_psd {args.task_psd} warp {args.warp} seeds "
              f"{args.seeds}; {len(pairs)} pairs in {seconds:.0f} s",
              "| method | " + " | ".join(f"q{c}" for c in checkpoints) + " |",
@@ -201,6 +218,9 @@ def main() -> None:
     rows = ((f"AT2 ({args.engine})", at2[:, :, 0]),
             ("AT2, best observed so far", at2[:, :, 1]),
             (f"random ({args.random_seeds} seeds)", random[:, :, 0]))
+    other = other_profile_ranks(db, pairs, args.budget, args.profile)
+    if other is not None:
+        rows += (("best configuration of another profile (training seed)", other),)
     rows += tuple((f"pair {k} ({pair.target})", at2[k:k + 1, :, 0]) for k, pair in enumerate(pairs))
     for name, ranks in rows:                          # (pairs, seeds, budget)
         lines.append(f"| {name} | " + " | ".join(

@@ -42,3 +42,19 @@ def test_quality_benchmark_draws_sources_for_every_target(tmp_path):
         assert set(pair.sources) <= set(db.tasks)
     assert pairs == quality.every_target(db, 3, seed=0)
     assert pairs != quality.every_target(db, 3, seed=1)
+
+
+def test_quality_benchmark_ranks_another_profiles_best(tmp_path):
+    quality = load(REPO / "benchmarks" / "at2_quality.py")
+    db = make_tiny_db(tmp_path / "tiny.h5", tasks=3, profiles=2)
+    pairs = quality.every_target(db, 2, seed=0)
+    other = quality.other_profile_ranks(db, pairs, budget=4)
+    assert other.shape == (3, 1, 4)
+    for pair, ranks in zip(pairs, other):
+        best_elsewhere = db.ranking(pair.target, profile=1).argmin()
+        assert (ranks == db.ranking(pair.target, profile=0)[best_elsewhere]).all()
+    assert (quality.other_profile_ranks(db, pairs, 4, profile=1)
+            == [[[db.ranking(p.target, profile=1)[db.ranking(p.target).argmin()]] * 4]
+                for p in pairs]).all()
+    single = make_tiny_db(tmp_path / "single.h5", tasks=3, profiles=1)
+    assert quality.other_profile_ranks(single, pairs, budget=4) is None
