@@ -210,8 +210,8 @@ def main() -> None:
                                                           seed=seed, profile=args.profile),
                        db, pairs, range(args.random_seeds), args.budget, args.profile)
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
-    lines = [f"{db.name}, profile {args.profile}, budget {args.budget}, AT2 {args.engine} {options or ''} beta {args.beta} "
-             f"task_psd {args.task_psd} warp {args.warp} seeds "
+    lines = [f"{db.name}, profile {args.profile}, budget {args.budget}, AT2 {args.engine} "
+             f"{options or ''} beta {args.beta} task_psd {args.task_psd} warp {args.warp} seeds "
              f"{args.seeds}; {len(pairs)} pairs in {seconds:.0f} s",
              "| method | " + " | ".join(f"q{c}" for c in checkpoints) + " |",
              "|---" * (len(checkpoints) + 1) + "|"]
