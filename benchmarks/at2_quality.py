@@ -93,9 +93,9 @@ def other_profile_ranks(db: Database, pairs: list[Pair], budget: int,
     worth when training noise alone decides them. ``None`` for a database with one profile."""
     if db.profiles < 2:
         return None
-    return np.array([[np.full(budget, db.ranking(pair.target, profile=profile)[
-        np.argmin(db.ranking(pair.target, profile=p))]) for p in range(db.profiles)
-        if p != profile] for pair in pairs])
+    ranks = [[db.ranking(pair.target, profile=profile)[db.ranking(pair.target, profile=p).argmin()]
+              for p in range(db.profiles) if p != profile] for pair in pairs]
+    return np.repeat(np.array(ranks)[..., None], budget, axis=-1)
 
 
 def mean_and_error(ranks: np.ndarray) -> str:
