@@ -188,7 +188,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--target", help="target task")
     t.add_argument("--pair", type=int, help="use the database's published pair K instead")
     t.add_argument("--profile", type=int, help="profile (training seed) to read; default 0")
-    t.add_argument("--metric", help=f"metric to maximise; default {DEFAULT_METRIC}")
+    t.add_argument("--metric", help=f"metric to tune; default {DEFAULT_METRIC}")
     t.add_argument("--budget", type=int, help="number of queries (epochs); default 100")
     t.add_argument("--engine", choices=sorted(ENGINES), help="inference engine; default exact")
     t.add_argument("--beta", type=float, help="UCB exploration weight; default 0.25")
@@ -196,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"how the task-similarity matrix is made PSD; default {DEFAULT_TASK_PSD}")
     t.add_argument("--warp", choices=sorted(WARP_CHOICES),
                    help="model the metric through this increasing transform; default auto "
-                        "(log_error for a metric to maximise in [0, 1], else none)")
+                        "(= copula: each task's values as normal scores of their ranks)")
     t.add_argument("--seed", type=int, help="seed of the run; default 0")
     t.add_argument("--device", help="auto (default), cpu or cuda")
     t.add_argument("--option", action="append", metavar="KEY=VALUE",

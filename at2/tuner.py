@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hyperrec.database import DEFAULT_METRIC, Database, higher_is_better
+from hyperrec.database import DEFAULT_METRIC, Database
 from hyperrec.training import resolve_device
 
 from .acquisition import UpperConfidenceBound, best_cell
@@ -29,7 +29,7 @@ from .exact import ExactEngine
 from .model import AT2Surrogate, CurveGrid
 from .task_kernel import DEFAULT_TASK_PSD
 from .variational import VariationalEngine
-from .warp import DEFAULT_WARP, WARPS, resolve_warp
+from .warp import DEFAULT_WARP, make_warp
 
 log = logging.getLogger(__name__)
 
@@ -303,12 +303,13 @@ class AT2Tuner(SurrogateTuner):
         task_psd: How the task-similarity matrix is made positive semi-definite:
             ``"nonnegative"`` (default), ``"target_row"`` or ``"nearest"`` (see
             :mod:`at2.task_kernel`).
-        warp: ``"auto"`` (default), ``"log_error"`` or ``"none"``: the surrogate models the metric
-            through this increasing transform (:mod:`at2.warp`; ``"auto"`` is ``"log_error"`` for
-            an accuracy-like metric to maximise in [0, 1], else ``"none"``); observations are
-            told and recorded in the metric's units, and a query's ``ucb`` and ``mean`` are
-            transformed back; the engine (and :class:`~at2.botorch_model.AT2Model` on it)
-            answers in warped units. :attr:`warp_name` is the resolved name.
+        warp: ``"auto"`` (default: ``"copula"``), ``"copula"``, ``"log_error"`` or ``"none"``:
+            the surrogate models the metric through this increasing transform (:mod:`at2.warp`);
+            observations are told and recorded in the metric's units (:attr:`grid`), and a
+            query's ``ucb`` and ``mean`` are transformed back (the copula's: interpolated
+            between the target's observed values, NaN before the first one); the engine (and
+            :class:`~at2.botorch_model.AT2Model` on it) answers in warped units, on
+            :attr:`modelled`. :attr:`warp_name` is the resolved name.
         **kwargs: ``profile``, ``metric``, ``seed``, ``device``, ``dtype`` as :class:`Tuner`; the
             dtype defaults to float64 for the exact engine and float32 for the variational one.
     """
@@ -323,22 +324,20 @@ class AT2Tuner(SurrogateTuner):
             raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
         kwargs.setdefault("dtype", ENGINE_DTYPES[engine])
         super().__init__(database, source_tasks, target, **kwargs)
-        self.warp_name = resolve_warp(warp, self.grid.values, self.metric)
-        self.warp = WARPS[self.warp_name]
-        if self.warp is not None:
-            if not higher_is_better(self.metric):
-                raise ValueError(f"warp {warp!r} is for a metric to maximise in [0, 1]; "
-                                 f"{self.metric!r} is minimised")
-            self.warp.check(self.grid.values, self.metric)
-            self.grid.values.copy_(self.warp(self.grid.values))
+        self.warp = make_warp(warp, self.metric)
+        self.warp.check(self.grid.values, self.metric)
+        self.warp_name = self.warp.name
+        self.modelled = CurveGrid(self.warp(self.grid.values), self.grid.encodings,
+                                  self.grid.tasks, self.grid.config_ids)
+        """The grid in the surrogate's units (the warp of :attr:`grid`), which the engine reads."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)  # the MLP's initial weights
             model = AT2Surrogate(database.space, len(self.sources) + 1, task_psd=task_psd)
-        model.initialize_from(self.grid)
+        model.initialize_from(self.modelled)
         self.engine_name, self.engine_options = engine, dict(engine_options or {})
         if engine == "variational":
             self.engine_options.setdefault("seed", self.seed)
-        self.engine = ENGINES[engine](model, self.grid, **self.engine_options)
+        self.engine = ENGINES[engine](model, self.modelled, **self.engine_options)
         if engine == "variational":  # record what the hardware decided (None: auto)
             self.engine_options["mixed_precision"] = self.engine.mixed_precision
 
@@ -357,17 +356,17 @@ class AT2Tuner(SurrogateTuner):
                  history[-1] if history else float("nan"))
 
     def tell(self, config_id: int, epoch: int, value: float) -> None:
-        if self.warp is not None:
-            warped = torch.tensor([float(value)], dtype=torch.float64)
-            self.warp.check(warped, self.metric)
-            value = float(self.warp(warped))
+        self.warp.check(torch.tensor([float(value)], dtype=torch.float64), self.metric)
         super().tell(config_id, epoch, value)
+
+    def _observed(self) -> None:
+        self.modelled.values[-1] = self.warp(self.grid.values[-1])
+        super()._observed()
 
     def ask(self) -> Query:
         query = super().ask()
-        if self.warp is None:
-            return query
-        ucb, mean = self.warp.inverse(torch.tensor([query.ucb, query.mean], dtype=torch.float64))
+        ucb, mean = self.warp.inverse(torch.tensor([query.ucb, query.mean], dtype=torch.float64),
+                                      self.grid.values[-1])
         return Query(query.config_id, query.epoch, float(ucb), float(mean))
 
     def predict(self) -> tuple[torch.Tensor, torch.Tensor]:

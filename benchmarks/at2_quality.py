@@ -150,7 +150,7 @@ def target_tie(tuner: AT2Tuner) -> str:
     weights = torch.linalg.pinv(K[:-1, :-1]) @ K[-1, :-1]
     left = (K[-1, -1] - K[-1, :-1] @ weights) / K[-1, -1]
     mean, _ = tuner.posterior()
-    misfit = (mean - tuner.grid.values[-1])[tuner.observed]
+    misfit = (mean - tuner.modelled.values[-1])[tuner.observed]
     return (f"target given sources: {float(left):.1e} of its variance left, source weights "
             f"{np.round(weights.cpu().numpy(), 2).tolist()} (sum {float(weights.sum()):.2f}); "
             f"target mean {float(engine.shift + engine.scale * model.mean.constants[-1]):+.2f}, "

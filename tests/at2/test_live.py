@@ -25,7 +25,7 @@ def test_live_tuning_trains_records_and_refines_the_recommendation(tmp_path, fol
     assert result.final_config["lr"] == result.autohyper.values["lr"]
     assert len(result.final["test_acc"]) == 1
     assert (tmp_path / "live" / "autohyper.csv").exists()
-    assert json.loads(json.dumps(result.summary()))["warp"] == "log_error"  # "auto", resolved
+    assert json.loads(json.dumps(result.summary()))["warp"] == "copula"  # "auto", resolved
 
 
 def test_autohyper_needs_live_mode(tmp_path, tiny_db):
