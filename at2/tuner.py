@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hyperrec.database import DEFAULT_METRIC, Database
+from hyperrec.database import DEFAULT_METRIC, Database, higher_is_better
 from hyperrec.training import resolve_device
 
 from .acquisition import UpperConfidenceBound, best_cell
@@ -172,7 +172,8 @@ class Tuner(ABC):
 
     def recommend(self) -> int:
         """The configuration recommended now; by default the best value observed so far."""
-        values = torch.where(self.observed, self.grid.values[-1], -torch.inf)
+        better = self.grid.values[-1] if higher_is_better(self.metric) else -self.grid.values[-1]
+        values = torch.where(self.observed, better, -torch.inf)
         return self.grid.config_ids[int(values.max(-1).values.argmax())]
 
     # ------------------------------------------------------------------ replay
@@ -196,6 +197,8 @@ class Tuner(ABC):
         rank = db.ranking(self.target, self.metric, self.profile)
         final = db.final_values(self.target, self.metric, self.profile)
         best, worst = np.nanmax(final), np.nanmin(final)
+        if not higher_is_better(self.metric):
+            best, worst = worst, best
         result = TuningResult({})
         self.prepare(progress)
         for index in tqdm(range(1, budget + 1), desc=f"{self.name} {self.target}",

@@ -30,16 +30,16 @@ from hyperrec.database import higher_is_better
 
 
 @dataclass(frozen=True)
-class Identity:
-    """The metric itself (``"none"``)."""
+class Warp:
+    """The identity, ``"none"``: the metric itself; the base of the other warps."""
 
     name: str = "none"
 
     def check(self, values: Tensor, metric: str) -> None:
         """Refuse a minimised metric: the surrogate's best is its largest value."""
         if not higher_is_better(metric):
-            raise ValueError(f"warp {self.name!r} models {metric!r} as it is, but {metric!r} is "
-                             "minimised and AT2 maximises; use warp 'copula'")
+            raise ValueError(f"warp {self.name!r} is for a metric to maximise and {metric!r} is "
+                             "minimised; use warp 'copula', which ranks it the other way round")
 
     def __call__(self, values: Tensor) -> Tensor:
         return values.clone()
@@ -50,7 +50,7 @@ class Identity:
 
 
 @dataclass(frozen=True)
-class LogErrorWarp(Identity):
+class LogErrorWarp(Warp):
     """``y -> -log(1 + eps - y)`` for a metric in [0, 1] to be maximised; ``eps`` default 0.01."""
 
     eps: float = 0.01
@@ -77,7 +77,7 @@ class LogErrorWarp(Identity):
 
 
 @dataclass(frozen=True)
-class CopulaWarp(Identity):
+class CopulaWarp(Warp):
     """Per task, ``y -> Phi^-1((r - 1/2) / n)``: ``r`` the 1-based rank of ``y`` among the task's
     ``n`` observed cells (ties share their mean rank), best last; ``maximise=False`` ranks the
     values the other way round, so the modelled values grow as a minimised metric improves."""
@@ -122,11 +122,11 @@ DEFAULT_WARP = "auto"
 WARP_CHOICES = (DEFAULT_WARP, *WARPS)
 
 
-def make_warp(name: str, metric: str) -> Identity:
+def make_warp(name: str, metric: str) -> Warp:
     """The warp called ``name`` for ``metric`` (:data:`WARP_CHOICES`; ``"auto"`` is
     ``"copula"``); the copula ranks a minimised metric's values the other way round."""
     if name not in WARP_CHOICES:
         raise ValueError(f"unknown warp {name!r}; choose from {sorted(WARP_CHOICES)}")
     if name in (DEFAULT_WARP, "copula"):
         return CopulaWarp(maximise=higher_is_better(metric))
-    return LogErrorWarp() if name == "log_error" else Identity()
+    return LogErrorWarp() if name == "log_error" else Warp()

@@ -2,7 +2,7 @@ import pytest
 import torch
 from scipy.stats import norm, rankdata
 
-from at2.warp import CopulaWarp, Identity, LogErrorWarp, make_warp
+from at2.warp import CopulaWarp, LogErrorWarp, Warp, make_warp
 
 NAN = float("nan")
 
@@ -59,7 +59,7 @@ def test_copula_warp_inverts_between_the_observed_values():
 def test_warp_names_and_directions():
     assert make_warp("auto", "val_acc") == CopulaWarp() == make_warp("copula", "val_acc")
     assert make_warp("auto", "val_loss") == CopulaWarp(maximise=False)
-    assert make_warp("none", "val_acc") == Identity()
+    assert make_warp("none", "val_acc") == Warp()
     assert make_warp("log_error", "val_acc") == LogErrorWarp()
     for name in ("none", "log_error"):  # the surrogate maximises: refuse a minimised metric
         with pytest.raises(ValueError, match="'val_loss' is minimised"):
