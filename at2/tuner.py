@@ -94,7 +94,8 @@ class Tuner(ABC):
         source_tasks: Tasks whose curves are known in full (methods without transfer ignore them).
         target: The task being tuned.
         profile: Which profile (training seed) of the database to read.
-        metric: The metric to maximise (default ``val_acc``).
+        metric: The metric to optimise (default ``val_acc``); losses and times are minimised
+            (:func:`hyperrec.database.higher_is_better`, :attr:`sign`).
         seed: Seeds every random choice of the run.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         dtype: Floating-point type of the grid (default float64).
@@ -108,6 +109,8 @@ class Tuner(ABC):
                  dtype: torch.dtype = torch.float64) -> None:
         self.database, self.target, self.sources = database, target, tuple(source_tasks)
         self.profile, self.metric, self.seed = profile, metric, seed
+        self.sign = 1.0 if higher_is_better(metric) else -1.0
+        """``sign * value`` grows as the metric improves (1.0 to maximise, -1.0 to minimise)."""
         self.device = resolve_device(device)
         self.grid = CurveGrid.from_database(database, self.sources, target, profile, metric,
                                             dtype, self.device)
@@ -172,8 +175,7 @@ class Tuner(ABC):
 
     def recommend(self) -> int:
         """The configuration recommended now; by default the best value observed so far."""
-        better = self.grid.values[-1] if higher_is_better(self.metric) else -self.grid.values[-1]
-        values = torch.where(self.observed, better, -torch.inf)
+        values = torch.where(self.observed, self.sign * self.grid.values[-1], -torch.inf)
         return self.grid.config_ids[int(values.max(-1).values.argmax())]
 
     # ------------------------------------------------------------------ replay
@@ -195,10 +197,8 @@ class Tuner(ABC):
                              f"{self.target!r} that replay can reach; got {budget}")
         self.available = torch.as_tensor(observed, device=self.device)
         rank = db.ranking(self.target, self.metric, self.profile)
-        final = db.final_values(self.target, self.metric, self.profile)
+        final = self.sign * db.final_values(self.target, self.metric, self.profile)  # larger: best
         best, worst = np.nanmax(final), np.nanmin(final)
-        if not higher_is_better(self.metric):
-            best, worst = worst, best
         result = TuningResult({})
         self.prepare(progress)
         for index in tqdm(range(1, budget + 1), desc=f"{self.name} {self.target}",
@@ -250,7 +250,8 @@ class SurrogateTuner(Tuner):
     @abstractmethod
     def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and variance of the target, ``(C, E)`` per cell or ``(C, 1)`` when the
-        model predicts one value per configuration."""
+        model predicts one value per configuration, in the surrogate's units, where larger is
+        better (:meth:`to_metric` maps them back)."""
 
     def update(self) -> None:
         """Hook after each observation, once fitted (models refit here)."""
@@ -278,7 +279,13 @@ class SurrogateTuner(Tuner):
         config_id = self.grid.config_ids[c]
         epoch = self.next_epoch(config_id)
         cell = min(epoch - 1, mean.shape[-1] - 1)
-        return Query(config_id, epoch, float(scores[c, e]), float(mean[c, cell]))
+        ucb, mean = self.to_metric(torch.stack([scores[c, e], mean[c, cell]]))
+        return Query(config_id, epoch, float(ucb), float(mean))
+
+    def to_metric(self, modelled: torch.Tensor) -> torch.Tensor:
+        """Posterior values in the metric's units. The surrogate models ``sign * value`` (larger
+        is better) unless a subclass transforms it otherwise."""
+        return self.sign * modelled
 
     def _observed(self) -> None:
         self._posterior = None
@@ -366,11 +373,8 @@ class AT2Tuner(SurrogateTuner):
         self.modelled.values[-1] = self.warp(self.grid.values[-1])
         super()._observed()
 
-    def ask(self) -> Query:
-        query = super().ask()
-        ucb, mean = self.warp.inverse(torch.tensor([query.ucb, query.mean], dtype=torch.float64),
-                                      self.grid.values[-1])
-        return Query(query.config_id, query.epoch, float(ucb), float(mean))
+    def to_metric(self, modelled: torch.Tensor) -> torch.Tensor:
+        return self.warp.inverse(modelled, self.grid.values[-1])
 
     def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.engine.posterior_grid()

@@ -140,7 +140,7 @@ class HyperbandTuner(Tuner):
                     epoch = min(E, max(1, round(E * self.eta ** (i - s))))
                     yield members, epoch
                     done = self.grid.epochs_done()[members].clamp(1, epoch) - 1
-                    values = self.grid.values[-1, members, done]
+                    values = self.sign * self.grid.values[-1, members, done]
                     keep = max(1, len(members) // self.eta)
                     order = torch.argsort(-values.nan_to_num(-torch.inf), stable=True)
                     members = [members[k] for k in order[:keep].tolist()]
@@ -180,7 +180,8 @@ def unit_encodings(encodings: torch.Tensor) -> torch.Tensor:
 
 
 class GPTuner(SurrogateTuner):
-    """A GP baseline on BoTorch: builds a model on the current data (:meth:`make_model`), fits
+    """A GP baseline on BoTorch: builds a model on the current data (:meth:`make_model`, of
+    ``sign * value``, so that larger is better for a minimised metric too), fits
     its hyper-parameters by marginal likelihood (``fit_gpytorch_mll``, warm-started) before the
     first query and after every ``refit_every`` observations, and otherwise conditions the last
     fitted hyper-parameters on the new data. Scored with UCB like AT2 (:class:`SurrogateTuner`).
@@ -283,7 +284,7 @@ class FreezeThawGPTuner(GPTuner):
         c, e = torch.nonzero(observed, as_tuple=True)
         D = self.x.shape[-1]
         X = torch.cat([self.x[c], self.grid.t[e].unsqueeze(-1)], -1)
-        Y = self.grid.values[-1, c, e].unsqueeze(-1)
+        Y = self.sign * self.grid.values[-1, c, e].unsqueeze(-1)
         # lengthscales bounded below as in BoTorch's default kernels: on [0, 1] inputs a smaller
         # one only decorrelates distinct values further, while Matern's distances computed at
         # that scale lose their precision and the covariance turns indefinite (lengthscales of
@@ -317,7 +318,7 @@ class MultiTaskGPTuner(GPTuner):
 
     def make_model(self) -> Model | None:
         T, C, E = self.grid.shape
-        values = self.grid.values
+        values = self.sign * self.grid.values
         done = self.grid.epochs_done()
         current = values[-1].gather(1, (done - 1).clamp_min(0).unsqueeze(-1)).squeeze(-1)
         y = torch.cat([values[:-1, :, -1], current.where(done > 0, torch.nan).unsqueeze(0)])
@@ -368,7 +369,8 @@ class LatentKroneckerGPTuner(GPTuner):
         T, C, E = self.grid.shape
         likelihood = GaussianLikelihood(noise_constraint=GreaterThan(self.min_noise))
         return LatentKroneckerGP(self.rows, self.grid.t.unsqueeze(-1),
-                                 self.grid.values.reshape(T * C, E), likelihood=likelihood)
+                                 self.sign * self.grid.values.reshape(T * C, E),
+                                 likelihood=likelihood)
 
     def predict_with(self, model: Model) -> tuple[torch.Tensor, torch.Tensor]:
         T, C, E = self.grid.shape

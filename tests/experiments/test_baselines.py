@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -15,9 +16,10 @@ FAST = {"at2": {"engine_options": {"fit_steps": 20, "refit_steps": 1}},
         "lkgp": {"refit_every": 10, "fit_iterations": 10, "samples": 8}}
 
 
-def run(db, method, seed, budget):
+def run(db, method, seed, budget, **kwargs):
     pair = db.pair(0)
-    tuner = METHODS[method](db, pair.sources, pair.target, seed=seed, **FAST.get(method, {}))
+    tuner = METHODS[method](db, pair.sources, pair.target, seed=seed, **FAST.get(method, {}),
+                            **kwargs)
     return tuner, tuner.tune(budget, progress=False)
 
 
@@ -36,6 +38,23 @@ def test_contract_new_cells_in_order_within_budget_and_deterministic(tiny_db, me
     _, again = run(tiny_db, method, seed=4, budget=budget)
     assert again.series("config_id") == result.series("config_id")
     assert again.series("recommended") == result.series("recommended")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_minimised_metric_is_tuned_the_other_way_round(tiny_db, method):
+    """val_loss = -val_acc: the same queries, recommendations, ranks and regrets, with the loss
+    recorded in its own units (a query's ucb and mean too)."""
+    with tiny_db.edit() as w:
+        w.write_curves("val_loss", -tiny_db.curves(), tasks=list(tiny_db.tasks),
+                       profiles=range(2))
+    acc, loss = (run(tiny_db, method, 2, 12, metric=m)[1] for m in ("val_acc", "val_loss"))
+    for name in ("config_id", "epoch", "recommended", "recommended_rank", "regret"):
+        assert loss.series(name) == acc.series(name), name
+    # regret is measured towards the lowest loss: zero exactly when the best is recommended
+    regret, rank = loss.series("regret"), loss.series("recommended_rank")
+    assert [r > 0 for r in regret] == [k > 0 for k in rank]
+    for name in ("value", "ucb", "mean"):
+        np.testing.assert_allclose(loss.series(name), -np.array(acc.series(name)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["random", "random_full", "hyperband"])
