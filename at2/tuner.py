@@ -197,8 +197,8 @@ class Tuner(ABC):
                              f"{self.target!r} that replay can reach; got {budget}")
         self.available = torch.as_tensor(observed, device=self.device)
         rank = db.ranking(self.target, self.metric, self.profile)
-        final = self.sign * db.final_values(self.target, self.metric, self.profile)  # larger: best
-        best, worst = np.nanmax(final), np.nanmin(final)
+        score = self.sign * db.best_values(self.target, self.metric, self.profile)  # larger: better
+        best, worst = np.nanmax(score), np.nanmin(score)
         result = TuningResult({})
         self.prepare(progress)
         for index in tqdm(range(1, budget + 1), desc=f"{self.name} {self.target}",
@@ -210,7 +210,7 @@ class Tuner(ABC):
             self.tell(query.config_id, query.epoch, value)
             recommended = self.recommend()
             r = self._index(recommended)
-            regret = float((best - final[r]) / (best - worst)) if best > worst else 0.0
+            regret = float((best - score[r]) / (best - worst)) if best > worst else 0.0
             result.records.append(QueryRecord(
                 index, query.config_id, query.epoch, value, query.ucb, query.mean, recommended,
                 int(rank[r]), regret, time.perf_counter() - start))

@@ -290,7 +290,7 @@ class Database:
             block = data[()] if profile is None else data[profile]
         return block[..., index, :, :] if profile is None else block[index]
 
-    def final_values(self, task: str, metric: str = DEFAULT_METRIC, profile: int = 0) -> np.ndarray:
+    def best_values(self, task: str, metric: str = DEFAULT_METRIC, profile: int = 0) -> np.ndarray:
         """``(C,)`` each configuration's best value over epochs (NaN if never observed)."""
         curves = self.curves(metric, [task], profile)[0]
         with _quiet_nan_warnings():
@@ -302,7 +302,7 @@ class Database:
         Configurations are ranked by their best-epoch value; ties are broken by configuration id
         (stable), as the published evaluation does; never-observed configurations rank last.
         """
-        value = self.final_values(task, metric, profile)
+        value = self.best_values(task, metric, profile)
         key = -value if higher_is_better(metric) else value
         order = np.lexsort((self.config_ids, np.where(np.isnan(key), np.inf, key)))
         rank = np.empty(len(order), dtype=np.int64)

@@ -102,7 +102,7 @@ def learning_rate_study(db: Database, task: str, picks: Mapping[str, float], *,
     distance to the pick (positive: configurations closer to autoHyper's choice rank better).
     """
     rank = db.ranking(task, metric, profile)
-    observed = ~np.isnan(db.final_values(task, metric, profile))
+    observed = ~np.isnan(db.best_values(task, metric, profile))
     rows = []
     for name, pick in picks.items():
         family = HYPERREC_OPTIMIZERS.get(name, name)
