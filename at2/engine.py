@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
+from typing import Any
 
 from gpytorch.distributions import MultivariateNormal
 from torch import Tensor
@@ -46,3 +49,14 @@ class Engine(ABC):
         """Observation-noise variances in the data's units for task indices ``task`` (long,
         any shape; the result has its shape)."""
         return self.model.likelihood.noise[task] * self.scale**2
+
+
+def check_setting(name: str, value: Any, kind: type[int] | type[float], low: float = 0,
+                  high: float = math.inf) -> None:
+    """Raise ``ValueError`` naming the engine option ``name`` unless ``value`` is an integer
+    (``kind=int``) or a real number (``kind=float``), not a bool, in ``[low, high]``."""
+    number = numbers.Integral if kind is int else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, number) or not low <= value <= high:
+        expected = "an integer" if kind is int else "a number"
+        raise ValueError(f"engine option {name}={value!r}: expected {expected} in "
+                         f"[{low}, {high}]")

@@ -40,10 +40,20 @@ class Evaluation:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/``None`` -> CUDA when available, else CPU."""
+    """``"auto"``/``None`` -> CUDA when available, else CPU; anything else is checked: a CUDA
+    device must exist on this machine (``ValueError`` naming it otherwise)."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (resolved.index or 0) >= available:
+            raise ValueError(f"device {str(device)!r} requested, but this machine has "
+                             f"{available} CUDA device(s); use --device auto or cpu")
+    return resolved
 
 
 def _topk_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -213,6 +213,12 @@ def test_cli_config_file_and_bad_input(tiny_db, tmp_path, caplog):
         (["--pair", "3"], "has 1 published pairs; got pair 3"),
         (["--pair", "0", "--option", "steps=3"], "unknown option(s) ['steps']"),
         (["--pair", "0", "--budget", "0"], "budget must be a positive integer, got 0"),
+        (["--pair", "0", "--option", "fit_steps=abc"],
+         "engine option fit_steps='abc': expected an integer"),
+        (["--pair", "0", "--engine", "variational", "--option", "momentum=2"],
+         "engine option momentum=2: expected a number in [0, 1]"),
+        (["--pair", "0", "--device", "gpu"], "unknown device 'gpu'"),
+        (["--pair", "0", "--device", "cuda:64"], "device 'cuda:64' requested, but this machine"),
     ]
     for extra, message in bad:
         caplog.clear()
@@ -220,6 +226,7 @@ def test_cli_config_file_and_bad_input(tiny_db, tmp_path, caplog):
                      str(tmp_path / "x"), *extra]) == 1
         assert caplog.messages[-1][0] not in "'\""  # the message itself, not a KeyError's repr
         assert message in caplog.text
+    assert not (tmp_path / "x").exists()  # refused before anything is written
     config.write_text("colour: red\n")
     assert main(["-q", "tune", "--config", str(config)]) == 1
     assert "unknown key(s) ['colour']" in caplog.text
