@@ -47,6 +47,12 @@ def write_result(out: str | Path, result: TuningResult) -> None:
     write_atomic(out / RESULT_FILE, json.dumps(result.summary(), indent=1) + "\n")
 
 
+def read_config(out: str | Path) -> dict[str, Any]:
+    """The configuration :func:`write_config` wrote (empty if there is none)."""
+    path = Path(out) / CONFIG_FILE
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
 def is_complete(out: str | Path) -> bool:
     return (Path(out) / RESULT_FILE).is_file()
 

@@ -88,11 +88,31 @@ class Trial:
                 / f"seed_{self.seed}")
 
 
+RESUME_KEYS = ("pair", "method", "seed", "profile", "budget", "options")
+"""The settings a finished record must share with a trial to stand for it."""
+
+
+def finished(trial: Trial, out: str | Path) -> bool:
+    """Whether ``out`` holds the complete record of ``trial``. A complete record made with other
+    settings (a different budget, profile or options) is refused with a ``ValueError``:
+    skipping the trial would report a run that was not asked for, and rerunning it would
+    overwrite one that was."""
+    if not records.is_complete(out):
+        return False
+    stored = records.read_config(out)
+    differs = [f"{key} {stored.get(key)!r} there, {getattr(trial, key)!r} now"
+               for key in RESUME_KEYS if stored.get(key) != getattr(trial, key)]
+    if differs:
+        raise ValueError(f"{out} holds a finished trial with other settings ({'; '.join(differs)});"
+                         " record into another directory or move that one away")
+    return True
+
+
 def run_trial(trial: Trial, root: str | Path = "records", progress: bool = False) -> Path:
-    """Run ``trial`` unless its record exists; return the record directory."""
+    """Run ``trial`` unless its record exists (:func:`finished`); return the record directory."""
     db = Database.open(trial.database)
     out = trial.directory(root, db.name)
-    if records.is_complete(out):
+    if finished(trial, out):
         log.info("%s: finished before, skipped", out)
         return out
     for stale in [*out.parent.glob(f"{out.name}.tmp-*"), out]:  # leftovers of a killed run

@@ -24,12 +24,12 @@ import torch
 from tqdm.auto import tqdm
 
 from at2.cli import parse_options
-from at2.records import is_complete
 from hyperrec.cli import setup_logging
 from hyperrec.database import Database
 from hyperrec.parallel import start_ray
+from hyperrec.training import resolve_device
 
-from .reproduce import METHODS, Trial, run_trial
+from .reproduce import METHODS, Trial, finished, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,22 @@ QUICK = {"budget": 20, "seeds": (0,), "pairs": (0,)}
 def trials(data: str | Path, databases: Iterable[str], pairs: Iterable[int],
            methods: Iterable[str], seeds: Iterable[int], **common) -> list[Trial]:
     """Every (database, pair, method, seed) trial; ``common``: ``budget``, ``profile``,
-    ``device``, ``options`` (per method name: a dict of its options)."""
+    ``device``, ``options`` (per method name: a dict of its options). Missing databases, pairs
+    or a profile a database lacks, and a device this machine lacks, are refused here, before
+    any trial runs."""
     options = common.pop("options", {})
     paths = [Path(data) / f"{name}.h5" for name in databases]
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such database (run `hyperrec import-at2` first)")
+    pairs = list(pairs)
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)}: no such database (run `hyperrec "
+                                "import-at2` first)")
+    for path in paths:  # refuse what no trial could run before starting any
+        db = Database.open(path)
+        for pair in pairs:
+            db.pair(pair)
+        db.check_profile(common.get("profile", 0))
+    resolve_device(common.get("device", "auto"))
     return [Trial(str(path), pair, method, seed, options=options.get(method, {}), **common)
             for path in paths for pair in pairs for method in methods for seed in seeds]
 
@@ -73,7 +83,7 @@ def run_sweep(todo: Sequence[Trial], root: str | Path, *, workers: int | None = 
     """Run ``todo`` (skipping finished trials); returns the failed ones with their error."""
     root = str(root)
     names = {path: Database.open(path).name for path in {t.database for t in todo}}
-    pending = [t for t in todo if not is_complete(t.directory(root, names[t.database]))]
+    pending = [t for t in todo if not finished(t, t.directory(root, names[t.database]))]
     log.info("%d trials, %d already finished", len(todo), len(todo) - len(pending))
     workers = max(1, min(workers or os.cpu_count() or 1, len(pending) or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -168,11 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       args.seeds or quick.get("seeds", SEEDS),
                       budget=args.budget or quick.get("budget", 100), profile=args.profile,
                       device=args.device, options=method_options(args.option, args.methods))
-    except (ValueError, OSError) as err:
+        failed = run_sweep(todo, args.records, workers=args.workers, backend=args.backend,
+                           address=args.address)
+    except (ValueError, OSError, IndexError) as err:
         log.error("%s", err)
         return 2
-    failed = run_sweep(todo, args.records, workers=args.workers, backend=args.backend,
-                       address=args.address)
     for trial, _ in failed:
         log.error("failed: %s", _describe(trial))
     return 1 if failed else 0

@@ -271,6 +271,11 @@ class Database:
             raise IndexError(f"{self.name} has {len(self.pairs)} published pairs; got pair {k}")
         return self.pairs[k]
 
+    def check_profile(self, profile: int) -> None:
+        """Raise ``IndexError`` unless ``profile`` is one of the stored profiles."""
+        if not 0 <= profile < self.profiles:
+            raise IndexError(f"{self.name} has {self.profiles} profiles; got profile {profile}")
+
     # ------------------------------------------------------------------ curves
     def curves(self, metric: str = DEFAULT_METRIC, tasks: str | Sequence[str] | None = None,
                profile: int | None = None) -> np.ndarray:
@@ -282,8 +287,8 @@ class Database:
         """
         if metric not in self.metrics:
             raise KeyError(f"metric {metric!r} is not in {self.name}; stored: {list(self.metrics)}")
-        if profile is not None and not 0 <= profile < self.profiles:
-            raise IndexError(f"{self.name} has {self.profiles} profiles; got profile {profile}")
+        if profile is not None:
+            self.check_profile(profile)
         index = np.arange(len(self.tasks)) if tasks is None else self.task_index(tasks)
         with h5py.File(self.path, "r") as f:
             data = f["curves"][metric]

@@ -18,15 +18,24 @@ def test_sweep_runs_in_parallel_resumes_and_lists_failures(data, tmp_path, caplo
     done = sorted((tmp_path / "rec").glob("tiny_0_pair_0/*/seed_*/result.json"))
     assert len(done) == 4
     stamps = [p.stat().st_mtime_ns for p in done]
-    assert main([*argv, "--pairs", "0,3"]) == 1  # pair 3 does not exist: listed as failed
+    failing = ["--methods", "random,hyperband,at2", "--option", "at2.engine_options={lr: -1}"]
+    assert main([*argv, *failing]) == 1  # at2 refuses lr < 0 in its trials: listed as failed
     assert [p.stat().st_mtime_ns for p in done] == stamps  # finished trials untouched
-    assert "failed: tiny pair 3 random seed 0" in caplog.text
+    assert "failed: tiny pair 0 at2 seed 0" in caplog.text
+    caplog.clear()
+    assert main([*argv, "--budget", "7"]) == 2  # finished with budget 6: neither skipped nor rerun
+    assert "holds a finished trial with other settings (budget 6 there, 7 now)" in caplog.text
+    assert [p.stat().st_mtime_ns for p in done] == stamps
 
 
 def test_sweep_refuses_bad_input(data, tmp_path, caplog):
     assert main(["--data", str(data), "--databases", "tiny,nope", "-q"]) == 2
     assert "nope.h5" in caplog.text
     assert main(["--data", str(data), "--databases", "tiny", "--methods", "at3", "-q"]) == 2
+    assert main(["--data", str(data), "--databases", "tiny", "--pairs", "0,3", "--records",
+                 str(tmp_path / "rec"), "-q"]) == 2  # refused before any trial starts
+    assert "tiny has 1 published pairs; got pair 3" in caplog.text
+    assert not (tmp_path / "rec").exists()
     with pytest.raises(ValueError, match="METHOD.KEY=VALUE"):
         method_options(["beta=1"], ["at2"])
     assert method_options(["at2.beta=0.5"], ["at2"]) == {"at2": {"beta": 0.5}}
