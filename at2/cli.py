@@ -149,10 +149,15 @@ def autohyper(args: argparse.Namespace) -> AutoHyperResult:
 
     from .autohyper.study import Training, autohyper_on_task, learning_rate_study
 
-    if args.epochs_per_trial < 1:
-        raise ValueError(f"--epochs-per-trial must be >= 1, got {args.epochs_per_trial}")
+    if args.epochs_per_trial < 1 or args.batch_size < 1:
+        raise ValueError(f"--epochs-per-trial and --batch-size must be >= 1, got "
+                         f"{args.epochs_per_trial} and {args.batch_size}")
+    study = Database.open(args.study) if args.study else None
     task = load_task(args.data or args.task, split_seed=args.split_seed,
                      image_size=args.image_size)
+    study_task = args.study_task or task.name
+    if study is not None:  # a study that cannot run fails here, before any training
+        learning_rate_study(study, study_task, {args.optimizer: 1.0})
     device = resolve_device(args.device)
     recipe = Training(optimizer=args.optimizer, batch_size=args.batch_size, device=str(device))
     out = Path(args.out)
@@ -168,9 +173,8 @@ def autohyper(args: argparse.Namespace) -> AutoHyperResult:
         {**config, "values": result.values, "converged": result.converged,
          "trials": len(result.trials), "epochs": result.epochs, "seconds": result.seconds},
         indent=1))
-    if args.study:
-        rows = learning_rate_study(Database.open(args.study), args.study_task or task.name,
-                                   {args.optimizer: result.values["lr"]})
+    if study is not None:
+        rows = learning_rate_study(study, study_task, {args.optimizer: result.values["lr"]})
         records.write_atomic(out / "study.json", json.dumps(rows, indent=1))
         for row in rows:
             log.info("study: %s", row)

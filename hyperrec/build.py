@@ -296,6 +296,8 @@ def plan_build(out: str | Path, task: TaskSpec, *, configs: int | None = None,
     """
     if seeds < 1 or epochs < 1:
         raise ValueError(f"seeds and epochs must be >= 1 (got seeds={seeds}, epochs={epochs})")
+    if configs is not None and configs < 1:
+        raise ValueError(f"--configs must be >= 1, got {configs}")
     loaded = task.load()  # bad task paths and empty folders fail here
     out = Path(out)
     space: SearchSpace = hyperrec_space()
@@ -306,6 +308,9 @@ def plan_build(out: str | Path, task: TaskSpec, *, configs: int | None = None,
                                 f"database's space is {db.space.name!r}")
         if epochs > db.epochs:
             raise ValueError(f"--epochs {epochs} exceeds the database's {db.epochs} epochs")
+        if configs and configs > len(db.config_ids):
+            raise ValueError(f"--configs {configs} exceeds the {len(db.config_ids)} "
+                             f"configurations of {out}")
         ids = (list(config_ids) if config_ids is not None else
                sorted(np.random.default_rng(config_seed).choice(
                    db.config_ids, size=configs, replace=False).tolist()) if configs else

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .database import DEFAULT_METRIC, Database, DatabaseError
+import numpy as np
+
+from .database import DEFAULT_METRIC, Best, Database, DatabaseError
 from .importers import DATABASES, PublishedDataError, import_at2
 from .safe_pickle import UnsafePickleError
 
@@ -20,7 +22,10 @@ log = logging.getLogger("hyperrec")
 
 def summary(db: Database, metric: str = DEFAULT_METRIC) -> dict[str, Any]:
     """What ``hyperrec info`` reports, as a JSON-ready dict."""
-    best = [db.best(t, metric) for t in db.tasks] if db.profiles else []
+    # a task added by an interrupted build may have no observations yet: no best to report
+    seen = (~np.isnan(db.curves(metric, profile=0)).all((-2, -1)) if db.profiles else
+            np.zeros(len(db.tasks), dtype=bool))
+    best = [db.best(t, metric) if s else None for t, s in zip(db.tasks, seen)]
     return {
         "path": str(db.path),
         "name": db.name,
@@ -32,9 +37,16 @@ def summary(db: Database, metric: str = DEFAULT_METRIC) -> dict[str, Any]:
         "metrics": list(db.metrics),
         "coverage": {m: db.coverage(m) for m in db.metrics},
         "pairs": [{"sources": list(p.sources), "target": p.target} for p in db.pairs],
-        "best": [{"task": t, **meta, "config_id": b.config_id, "value": b.value,
-                  "epoch": b.epoch} for t, meta, b in zip(db.tasks, db.task_meta, best)],
+        "best": [{"task": t, **meta, **_best_fields(b)}
+                 for t, meta, b in zip(db.tasks, db.task_meta, best)],
     }
+
+
+def _best_fields(best: Best | None) -> dict[str, Any]:
+    """A task's best configuration for :func:`summary` (``None`` values when unobserved)."""
+    if best is None:
+        return dict.fromkeys(("config_id", "value", "epoch"))
+    return {"config_id": best.config_id, "value": best.value, "epoch": best.epoch}
 
 
 def format_summary(info: dict[str, Any]) -> str:
@@ -48,8 +60,9 @@ def format_summary(info: dict[str, Any]) -> str:
     lines += [f"  pair {k}: {','.join(p['sources'])} -> {p['target']}"
               for k, p in enumerate(info["pairs"])]
     lines.append("best configuration per task (profile 0):")
-    lines += [f"  {b['task']:<40} config {b['config_id']:>4}  {b['value']:.4f} at epoch "
-              f"{b['epoch']}" for b in info["best"]]
+    lines += [f"  {b['task']:<40} " + (f"config {b['config_id']:>4}  {b['value']:.4f} at epoch "
+                                        f"{b['epoch']}" if b["config_id"] is not None else
+                                        "no observations yet") for b in info["best"]]
     return "\n".join(lines)
 
 

@@ -101,6 +101,9 @@ def learning_rate_study(db: Database, task: str, picks: Mapping[str, float], *,
     and the Spearman correlation between a configuration's rank and its learning rate's log
     distance to the pick (positive: configurations closer to autoHyper's choice rank better).
     """
+    if not all({"optimizer", "lr"} <= config.keys() for config in db.configs):
+        raise ValueError(f"{db.name}: the study needs configurations with an 'optimizer' and an "
+                         f"'lr' (the HyperRec space); this database's space is {db.space.name!r}")
     rank = db.ranking(task, metric, profile)
     observed = ~np.isnan(db.best_values(task, metric, profile))
     rows = []

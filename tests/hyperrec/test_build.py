@@ -123,7 +123,7 @@ def test_parallel_workers_report_to_the_single_writer(tmp_path, folder):
     assert np.isfinite(db.curves("val_acc", ["tiny"])).all()
 
 
-def test_bad_input_is_refused_before_training(tmp_path, folder):
+def test_bad_input_is_refused_before_training(tmp_path, folder, capsys):
     spec = TaskSpec(str(folder), "tiny", image_size=8)
     with pytest.raises(TaskError, match="does not exist"):
         plan_build(tmp_path / "x.h5", TaskSpec(str(tmp_path / "nope"), "n"), configs=1)
@@ -132,9 +132,15 @@ def test_bad_input_is_refused_before_training(tmp_path, folder):
         plan_build(tmp_path / "x.h5", TaskSpec(str(tmp_path / "empty"), "e"), configs=1)
     with pytest.raises(ValueError, match="--configs"):
         plan_build(tmp_path / "x.h5", spec)
+    with pytest.raises(ValueError, match="--configs must be >= 1, got 0"):
+        plan_build(tmp_path / "x.h5", spec, configs=0)
     plan_build(tmp_path / "x.h5", spec, configs=1, epochs=3, seeds=1)
+    assert main(["info", str(tmp_path / "x.h5")]) == 0  # the planned task, not trained yet
+    assert "tiny" in capsys.readouterr().out.split("no observations yet")[0].splitlines()[-1]
     with pytest.raises(ValueError, match="exceeds"):
         plan_build(tmp_path / "x.h5", spec, epochs=5)
+    with pytest.raises(ValueError, match="--configs 2 exceeds the 1 configurations"):
+        plan_build(tmp_path / "x.h5", spec, configs=2, epochs=3)
     with pytest.raises(KeyError, match="unknown configuration"):
         plan_build(tmp_path / "x.h5", spec, config_ids=[999], epochs=3)
     with pytest.raises(DatabaseError, match="different data set or split"):

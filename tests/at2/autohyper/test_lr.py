@@ -16,6 +16,7 @@ from at2.autohyper.metrics import LowRankMetrics
 from at2.autohyper.study import Training, accuracy_after_training, loader, small_cnn
 from at2.cli import main
 from hyperrec.tasks import load_task
+from tests.conftest import make_tiny_db
 
 
 def curves(ranks, loss, accuracy, classes=10):
@@ -83,7 +84,7 @@ def test_real_training_run_gives_curves_and_metrics(digits):
         make_optimizer("rmsprop", small_cnn(1, 10).parameters(), 0.1)
 
 
-def test_cli_writes_history_and_choice(tmp_path):
+def test_cli_writes_history_and_choice(tmp_path, caplog):
     out = tmp_path / "run"
     assert main(["-q", "autohyper", "--task", "digits", "--optimizer", "adam",
                  "--epochs-per-trial", "1", "--device", "cpu", "--out", str(out)]) == 0
@@ -92,3 +93,9 @@ def test_cli_writes_history_and_choice(tmp_path):
     assert len(rows) == result["trials"] and result["epochs"] == len(rows)
     assert 1e-5 < result["values"]["lr"] < 1.0 and (out / "config.yaml").exists()
     assert main(["-q", "autohyper", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 1
+    study = make_tiny_db(tmp_path / "study.h5")  # has no task "digits": refused before training
+    for path, message in ((tmp_path / "none.h5", "no such database file"),
+                          (study.path, "unknown task(s) ['digits']")):
+        assert main(["-q", "autohyper", "--task", "digits", "--study", str(path), "--out",
+                     str(tmp_path / "refused")]) == 1
+        assert message in caplog.text and not (tmp_path / "refused").exists()
