@@ -4,7 +4,6 @@ initial learning rate with autoHyper."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 from collections.abc import Sequence
@@ -92,11 +91,7 @@ def resolve_tune_config(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"unknown engine {config['engine']!r}; choose from {sorted(ENGINES)}")
     # unknown task names fail here (a live target is added to the database when new)
     db.task_index([*config["source"], *([] if config["live"] else [config["target"]])])
-    allowed = set(inspect.signature(ENGINES[config["engine"]]).parameters) - {"model", "grid"}
-    unknown = sorted(set(config["engine_options"]) - allowed)
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for the {config['engine']} engine; "
-                         f"allowed: {sorted(allowed)}")
+    ENGINES[config["engine"]].check_options(config["engine_options"])
     return config
 
 
@@ -111,10 +106,10 @@ def tune_live_command(config: dict[str, Any], progress: bool = True) -> LiveResu
                        TaskSpec(str(config["live"]), config["target"]), budget=config["budget"],
                        out=out, final_epochs=config["final_epochs"],
                        autohyper=config["autohyper"], engine=config["engine"],
-                       beta=config["beta"], task_psd=config["task_psd"], warp=config["warp"],
-                       seed=config["seed"],
+                       engine_options=config["engine_options"], beta=config["beta"],
+                       task_psd=config["task_psd"], warp=config["warp"], seed=config["seed"],
                        device=device, progress=progress)
-    records.write_atomic(out / "live.json", json.dumps(result.summary(), indent=1))
+    records.write_atomic(out / records.LIVE_FILE, json.dumps(result.summary(), indent=1))
     return result
 
 

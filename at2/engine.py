@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from gpytorch.distributions import MultivariateNormal
 from torch import Tensor
@@ -23,10 +23,34 @@ class Engine(ABC):
     """
 
     name: str
+    options: ClassVar[dict[str, tuple[type, float, float]]]
+    """The engine's keyword options: name -> (kind, low, high), checked by
+    :meth:`check_options`: ``int`` an integer, ``float`` a real number (neither a bool), both in
+    ``[low, high]``; ``bool`` true, false or None (low and high unused)."""
     model: AT2Surrogate
     grid: CurveGrid
     shift: float | Tensor = 0.0
     scale: float | Tensor = 1.0
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` naming the first unknown option or bad value in ``options``."""
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for the {cls.name} engine; allowed: "
+                             f"{sorted(cls.options)}")
+        for name, value in options.items():
+            kind, low, high = cls.options[name]
+            if kind is bool:
+                if value is not None and not isinstance(value, bool):
+                    raise ValueError(f"engine option {name}={value!r}: expected true, false or "
+                                     "none")
+                continue
+            number = numbers.Integral if kind is int else numbers.Real
+            if isinstance(value, bool) or not isinstance(value, number) or not low <= value <= high:
+                expected = "an integer" if kind is int else "a number"
+                raise ValueError(f"engine option {name}={value!r}: expected {expected} in "
+                                 f"[{low}, {high}]")
 
     @abstractmethod
     def fit(self, progress: bool = False) -> list[float]:
@@ -50,13 +74,3 @@ class Engine(ABC):
         any shape; the result has its shape)."""
         return self.model.likelihood.noise[task] * self.scale**2
 
-
-def check_setting(name: str, value: Any, kind: type[int] | type[float], low: float = 0,
-                  high: float = math.inf) -> None:
-    """Raise ``ValueError`` naming the engine option ``name`` unless ``value`` is an integer
-    (``kind=int``) or a real number (``kind=float``), not a bool, in ``[low, high]``."""
-    number = numbers.Integral if kind is int else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, number) or not low <= value <= high:
-        expected = "an integer" if kind is int else "a number"
-        raise ValueError(f"engine option {name}={value!r}: expected {expected} in "
-                         f"[{low}, {high}]")

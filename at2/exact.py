@@ -29,7 +29,7 @@ from gpytorch.distributions import MultivariateNormal
 from torch import Tensor
 from tqdm.auto import trange
 
-from .engine import Engine, check_setting
+from .engine import Engine
 from .linalg import kron_mv, safe_eigh
 from .model import AT2Surrogate, CurveGrid
 
@@ -82,12 +82,12 @@ class ExactEngine(Engine):
     """
 
     name = "exact"
+    options = {"fit_steps": (int, 0, math.inf), "refit_steps": (int, 0, math.inf),
+               "lr": (float, 0, math.inf)}
 
     def __init__(self, model: AT2Surrogate, grid: CurveGrid, fit_steps: int = 300,
                  refit_steps: int = 5, lr: float = 0.02) -> None:
-        for name, value, kind in (("fit_steps", fit_steps, int), ("refit_steps", refit_steps, int),
-                                  ("lr", lr, float)):
-            check_setting(name, value, kind)
+        self.check_options({"fit_steps": fit_steps, "refit_steps": refit_steps, "lr": lr})
         self.model = model.to(device=grid.values.device, dtype=grid.values.dtype)
         self.grid = grid
         self.fit_steps, self.refit_steps, self.lr = fit_steps, refit_steps, lr

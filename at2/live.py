@@ -35,7 +35,7 @@ from hyperrec.spaces import with_learning_rate
 
 from .autohyper.lr import AutoHyperResult, find_initial_lr, make_epoch_trainer
 from .task_kernel import DEFAULT_TASK_PSD
-from .tuner import AT2Tuner
+from .tuner import ENGINES, AT2Tuner
 from .warp import DEFAULT_WARP
 
 log = logging.getLogger(__name__)
@@ -82,19 +82,29 @@ def refine_learning_rate(config: Mapping[str, Any], task: TaskSpec, *, device: s
 def tune_live(database: str | Path, sources: Sequence[str], task: TaskSpec, *, budget: int,
               out: str | Path, final_epochs: int | None = None, autohyper: bool = False,
               autohyper_options: Mapping[str, Any] | None = None, engine: str = "exact",
-              beta: float = 0.25, task_psd: str = DEFAULT_TASK_PSD, warp: str = DEFAULT_WARP,
-              seed: int = 0, device: str = "cpu", progress: bool = True) -> LiveResult:
+              engine_options: Mapping[str, Any] | None = None, beta: float = 0.25,
+              task_psd: str = DEFAULT_TASK_PSD, warp: str = DEFAULT_WARP, seed: int = 0,
+              device: str = "cpu", progress: bool = True) -> LiveResult:
     """Tune ``task`` live with AT2 (``sources`` from ``database``), then train the
     recommendation for ``final_epochs`` (default: the database's epochs). Checkpoints go to
     ``out/runs`` (queries) and ``out/final``; the target's queried epochs are written to the
-    database as profile 0 of the task."""
+    database as profile 0 of the task. Bad settings are refused before the task is added to the
+    database or anything is trained."""
     out = Path(out)
-    plan = plan_build(database, task, seeds=1, epochs=Database.open(database).epochs,
-                      device=device)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
+    ENGINES[engine].check_options(engine_options or {})
+    if final_epochs is not None and final_epochs < 1:
+        raise ValueError(f"final_epochs must be >= 1, got {final_epochs}")
+    db = Database.open(database)
+    cells = len(db.configs) * db.epochs
+    if not 0 <= budget <= cells:
+        raise ValueError(f"budget must be between 0 and the target's {cells} cells, got {budget}")
+    plan = plan_build(database, task, seeds=1, epochs=db.epochs, device=device)
     db = Database.open(database)
     configs = {r.config_id: r.config for r in plan.runs}
-    tuner = AT2Tuner(db, sources, task.name, engine=engine, beta=beta, task_psd=task_psd,
-                     warp=warp, seed=seed, device=device)
+    tuner = AT2Tuner(db, sources, task.name, engine=engine, engine_options=engine_options,
+                     beta=beta, task_psd=task_psd, warp=warp, seed=seed, device=device)
     result = LiveResult(warp=tuner.warp_name)
     tuner.prepare(progress)
     for index in tqdm(range(1, budget + 1), desc=f"live {task.name}", disable=not progress):

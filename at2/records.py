@@ -21,6 +21,8 @@ from hyperrec.database import atomic_file
 from .tuner import QueryRecord, TuningResult
 
 CONFIG_FILE, QUERIES_FILE, RESULT_FILE = "config.yaml", "queries.csv", "result.json"
+LIVE_FILE = "live.json"
+"""``at2 tune --live``'s record of the live run, its last file (as ``result.json`` in replay)."""
 QUERY_COLUMNS = [f.name for f in dataclasses.fields(QueryRecord)]
 
 
@@ -32,7 +34,12 @@ def write_atomic(path: str | Path, text: str) -> None:
 
 
 def write_config(out: str | Path, config: Mapping[str, Any]) -> None:
-    """The resolved configuration of a run, as YAML (written first)."""
+    """The resolved configuration of a run, as YAML, written first. The last files of an earlier
+    run in ``out`` (``result.json``, ``live.json``) are removed before it, so that the directory
+    never pairs this configuration with another run's results: until the run ends, it is
+    incomplete."""
+    for name in (RESULT_FILE, LIVE_FILE):
+        (Path(out) / name).unlink(missing_ok=True)
     write_atomic(Path(out) / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
 
 

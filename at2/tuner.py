@@ -332,6 +332,7 @@ class AT2Tuner(SurrogateTuner):
                  **kwargs: Any) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
+        ENGINES[engine].check_options(engine_options or {})
         kwargs.setdefault("dtype", ENGINE_DTYPES[engine])
         super().__init__(database, source_tasks, target, **kwargs)
         self.warp = make_warp(warp, self.metric)

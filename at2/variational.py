@@ -56,7 +56,7 @@ from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 from tqdm.auto import trange
 
-from .engine import Engine, check_setting
+from .engine import Engine
 from .linalg import fast_bfloat16, matmul, whiten
 from .model import AT2Surrogate, CurveGrid
 
@@ -166,21 +166,20 @@ class VariationalEngine(Engine):
     """
 
     name = "variational"
+    options = {"inducing": (int, 1, math.inf), "epochs": (int, 0, math.inf),
+               "refit_epochs": (int, 0, math.inf), "lr": (float, 0, math.inf),
+               "momentum": (float, 0, 1), "warmup_ratio": (float, 0, 1),
+               "batch_size": (int, 1, math.inf), "seed": (int, -math.inf, math.inf),
+               "mixed_precision": (bool, 0, 0)}
 
     def __init__(self, model: AT2Surrogate, grid: CurveGrid, inducing: int = 1000,
                  epochs: int = 200, refit_epochs: int = 3, lr: float = 0.02,
                  momentum: float = 0.8, warmup_ratio: float = 0.01, batch_size: int = 1000,
                  seed: int = 0, mixed_precision: bool | None = None) -> None:
-        for name, value, kind, low, high in (
-                ("inducing", inducing, int, 1, math.inf), ("epochs", epochs, int, 0, math.inf),
-                ("refit_epochs", refit_epochs, int, 0, math.inf), ("lr", lr, float, 0, math.inf),
-                ("momentum", momentum, float, 0, 1), ("warmup_ratio", warmup_ratio, float, 0, 1),
-                ("batch_size", batch_size, int, 1, math.inf),
-                ("seed", seed, int, -math.inf, math.inf)):
-            check_setting(name, value, kind, low, high)
-        if mixed_precision is not None and not isinstance(mixed_precision, bool):
-            raise ValueError(f"engine option mixed_precision={mixed_precision!r}: expected "
-                             "true, false or none")
+        self.check_options({"inducing": inducing, "epochs": epochs, "refit_epochs": refit_epochs,
+                            "lr": lr, "momentum": momentum, "warmup_ratio": warmup_ratio,
+                            "batch_size": batch_size, "seed": seed,
+                            "mixed_precision": mixed_precision})
         self.model = model.to(device=grid.values.device, dtype=grid.values.dtype)
         self.shift, self.scale = _standardisation(grid.values[grid.observed])
         with torch.no_grad():  # the model arrives in data units (AT2Surrogate.initialize_from)

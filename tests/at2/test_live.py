@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from at2.cli import main
 from at2.live import tune_live
@@ -31,3 +32,17 @@ def test_live_tuning_trains_records_and_refines_the_recommendation(tmp_path, fol
 def test_autohyper_needs_live_mode(tmp_path, tiny_db):
     assert main(["-q", "tune", "--database", str(tiny_db.path), "--pair", "0", "--autohyper",
                  "--out", str(tmp_path / "o")]) == 1
+
+
+def test_live_tuning_refuses_bad_settings_before_touching_the_database(tmp_path, folder,
+                                                                      tiny_db):
+    task = TaskSpec(str(folder), "target", image_size=8)
+    before = tiny_db.path.read_bytes()
+    for settings, message in (({"budget": 10**6}, "budget must be between 0 and the target's"),
+                              ({"final_epochs": 0}, "final_epochs must be >= 1"),
+                              ({"engine_options": {"lr": -1}}, "engine option lr=-1"),
+                              ({"engine": "sparse"}, "unknown engine 'sparse'")):
+        with pytest.raises(ValueError, match=message):
+            tune_live(tiny_db.path, ["task1"], task, **{"budget": 2, **settings},
+                      out=tmp_path / "live", progress=False)
+    assert tiny_db.path.read_bytes() == before and not (tmp_path / "live").exists()
