@@ -9,13 +9,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .engine import check_option
+
 
 class UpperConfidenceBound:
     """``UCB = mean + beta * std`` of the latent target curves (beta default 0.25)."""
 
     def __init__(self, beta: float = 0.25) -> None:
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        check_option("beta", beta, float, 0)
         self.beta = beta
 
     def __call__(self, mean: Tensor, variance: Tensor) -> Tensor:

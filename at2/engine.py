@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -11,6 +12,21 @@ from gpytorch.distributions import MultivariateNormal
 from torch import Tensor
 
 from .model import AT2Surrogate, CurveGrid
+
+
+def check_option(name: str, value: Any, kind: type, low: float = -math.inf,
+                 high: float = math.inf) -> None:
+    """Raise ``ValueError`` naming option ``name`` unless ``value`` is of ``kind``: ``int`` an
+    integer, ``float`` a real number (neither a bool), both in ``[low, high]``; ``bool`` true,
+    false or None (``low`` and ``high`` unused)."""
+    if kind is bool:
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"option {name}={value!r}: expected true, false or none")
+        return
+    number = numbers.Integral if kind is int else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, number) or not low <= value <= high:
+        expected = "an integer" if kind is int else "a number"
+        raise ValueError(f"option {name}={value!r}: expected {expected} in [{low}, {high}]")
 
 
 class Engine(ABC):
@@ -23,10 +39,9 @@ class Engine(ABC):
     """
 
     name: str
-    options: ClassVar[dict[str, tuple[type, float, float]]]
-    """The engine's keyword options: name -> (kind, low, high), checked by
-    :meth:`check_options`: ``int`` an integer, ``float`` a real number (neither a bool), both in
-    ``[low, high]``; ``bool`` true, false or None (low and high unused)."""
+    options: ClassVar[dict[str, tuple[Any, ...]]]
+    """The engine's keyword options: name -> ``(kind[, low[, high]])``, as :func:`check_option`
+    takes them."""
     model: AT2Surrogate
     grid: CurveGrid
     shift: float | Tensor = 0.0
@@ -40,17 +55,7 @@ class Engine(ABC):
             raise ValueError(f"unknown option(s) {unknown} for the {cls.name} engine; allowed: "
                              f"{sorted(cls.options)}")
         for name, value in options.items():
-            kind, low, high = cls.options[name]
-            if kind is bool:
-                if value is not None and not isinstance(value, bool):
-                    raise ValueError(f"engine option {name}={value!r}: expected true, false or "
-                                     "none")
-                continue
-            number = numbers.Integral if kind is int else numbers.Real
-            if isinstance(value, bool) or not isinstance(value, number) or not low <= value <= high:
-                expected = "an integer" if kind is int else "a number"
-                raise ValueError(f"engine option {name}={value!r}: expected {expected} in "
-                                 f"[{low}, {high}]")
+            check_option(name, value, *cls.options[name])
 
     @abstractmethod
     def fit(self, progress: bool = False) -> list[float]:

@@ -169,8 +169,7 @@ class VariationalEngine(Engine):
     options = {"inducing": (int, 1, math.inf), "epochs": (int, 0, math.inf),
                "refit_epochs": (int, 0, math.inf), "lr": (float, 0, math.inf),
                "momentum": (float, 0, 1), "warmup_ratio": (float, 0, 1),
-               "batch_size": (int, 1, math.inf), "seed": (int, -math.inf, math.inf),
-               "mixed_precision": (bool, 0, 0)}
+               "batch_size": (int, 1, math.inf), "seed": (int,), "mixed_precision": (bool,)}
 
     def __init__(self, model: AT2Surrogate, grid: CurveGrid, inducing: int = 1000,
                  epochs: int = 200, refit_epochs: int = 3, lr: float = 0.02,

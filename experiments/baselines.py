@@ -37,6 +37,7 @@ from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from linear_operator.utils.warnings import NumericalWarning
 
+from at2.engine import check_option
 from at2.epoch_kernel import FreezeThawKernel
 from at2.tuner import Query, SurrogateTuner, Tuner
 from hyperrec.database import Database
@@ -120,8 +121,7 @@ class HyperbandTuner(Tuner):
 
     def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
                  eta: int = 3, **kwargs: Any) -> None:
-        if eta < 2:
-            raise ValueError(f"eta must be >= 2, got {eta}")
+        check_option("eta", eta, int, 2)
         super().__init__(database, source_tasks, target, **kwargs)
         self.eta = eta
         E = self.grid.shape[-1]
@@ -200,9 +200,8 @@ class GPTuner(SurrogateTuner):
                  refit_every: int | None = None, fit_iterations: int = 100,
                  **kwargs: Any) -> None:
         refit_every = type(self).refit_every if refit_every is None else refit_every
-        if refit_every < 1 or fit_iterations < 1:
-            raise ValueError(f"refit_every and fit_iterations must be >= 1, got {refit_every} "
-                             f"and {fit_iterations}")
+        check_option("refit_every", refit_every, int, 1)
+        check_option("fit_iterations", fit_iterations, int, 1)
         super().__init__(database, source_tasks, target, **kwargs)
         self.refit_every, self.fit_iterations = refit_every, fit_iterations
         self.model: Model | None = None
@@ -356,6 +355,8 @@ class LatentKroneckerGPTuner(GPTuner):
 
     def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
                  samples: int = 32, min_noise: float = 1e-3, **kwargs: Any) -> None:
+        check_option("samples", samples, int, 1)
+        check_option("min_noise", min_noise, float, 0)
         super().__init__(database, source_tasks, target, **kwargs)
         self.samples, self.min_noise = samples, min_noise
         T, C, _ = self.grid.shape

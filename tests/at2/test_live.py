@@ -40,7 +40,7 @@ def test_live_tuning_refuses_bad_settings_before_touching_the_database(tmp_path,
     before = tiny_db.path.read_bytes()
     for settings, message in (({"budget": 10**6}, "budget must be between 0 and the target's"),
                               ({"final_epochs": 0}, "final_epochs must be >= 1"),
-                              ({"engine_options": {"lr": -1}}, "engine option lr=-1"),
+                              ({"engine_options": {"lr": -1}}, "option lr=-1"),
                               ({"engine": "sparse"}, "unknown engine 'sparse'")):
         with pytest.raises(ValueError, match=message):
             tune_live(tiny_db.path, ["task1"], task, **{"budget": 2, **settings},

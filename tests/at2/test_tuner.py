@@ -32,6 +32,9 @@ def test_ucb_and_tie_breaking():
     assert best_cell(scores, allowed, g1) == (2, 3)
     with pytest.raises(ValueError, match="no candidate cell"):
         best_cell(scores, torch.zeros(3, 4, dtype=torch.bool), g1)
+    for beta in (-1, "high", True):
+        with pytest.raises(ValueError, match="option beta=.*: expected a number in"):
+            UpperConfidenceBound(beta)
 
 
 @pytest.mark.parametrize("make", [
@@ -214,9 +217,9 @@ def test_cli_config_file_and_bad_input(tiny_db, tmp_path, caplog):
         (["--pair", "0", "--option", "steps=3"], "unknown option(s) ['steps']"),
         (["--pair", "0", "--budget", "0"], "budget must be a positive integer, got 0"),
         (["--pair", "0", "--option", "fit_steps=abc"],
-         "engine option fit_steps='abc': expected an integer"),
+         "option fit_steps='abc': expected an integer"),
         (["--pair", "0", "--engine", "variational", "--option", "momentum=2"],
-         "engine option momentum=2: expected a number in [0, 1]"),
+         "option momentum=2: expected a number in [0, 1]"),
         (["--pair", "0", "--device", "gpu"], "unknown device 'gpu'"),
         (["--pair", "0", "--device", "cuda:64"], "device 'cuda:64' requested, but this machine"),
     ]

@@ -102,8 +102,9 @@ def test_hyperband_successive_halving(tiny_db):
     values = dict(zip(configs[:4], result.series("value")[:4], strict=True))
     assert min(values[c] for c in kept) >= max(v for c, v in values.items() if c not in kept)
     assert len(set(configs[6:9])) == 1 and epochs[6:9] == [3, 4, 5]
-    with pytest.raises(ValueError, match="eta"):
-        HyperbandTuner(tiny_db, pair.sources, pair.target, eta=1)
+    for eta in (1, "3", 2.5):
+        with pytest.raises(ValueError, match=f"option eta={eta!r}: expected an integer in"):
+            HyperbandTuner(tiny_db, pair.sources, pair.target, eta=eta)
 
 
 def test_a_failed_gp_fit_keeps_the_previous_hyperparameters(tiny_db, monkeypatch, caplog):
