@@ -62,6 +62,9 @@ class CurveGrid:
         """Source curves from ``db``; the target starts with no observations."""
         if target in sources:
             raise ValueError(f"target {target!r} is also a source task")
+        repeated = sorted({s for s in sources if list(sources).count(s) > 1})
+        if repeated:
+            raise ValueError(f"source task(s) {repeated} given more than once")
         curves = db.curves(metric, list(sources), profile)
         values = np.concatenate([curves, np.full((1, *curves.shape[1:]), np.nan)])
         return cls(torch.as_tensor(values, dtype=dtype, device=device),

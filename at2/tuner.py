@@ -102,11 +102,15 @@ class Tuner(ABC):
     """
 
     name: ClassVar[str]
+    needs_sources: ClassVar[bool] = False
+    """Whether the method transfers from the source tasks, and so needs at least one."""
 
     def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
                  profile: int = 0, metric: str = DEFAULT_METRIC, seed: int = 0,
                  device: str | torch.device | None = "cpu",
                  dtype: torch.dtype = torch.float64) -> None:
+        if self.needs_sources and not source_tasks:
+            raise ValueError(f"{self.name} transfers from source tasks: give at least one")
         self.database, self.target, self.sources = database, target, tuple(source_tasks)
         self.profile, self.metric, self.seed = profile, metric, seed
         self.sign = 1.0 if higher_is_better(metric) else -1.0
@@ -325,6 +329,7 @@ class AT2Tuner(SurrogateTuner):
     """
 
     name = "at2"
+    needs_sources = True
 
     def __init__(self, database: Database, source_tasks: Sequence[str], target: str, *,
                  engine: str = "exact", engine_options: dict[str, Any] | None = None,

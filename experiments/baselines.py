@@ -96,6 +96,7 @@ class TransferTopKTuner(SequentialTuner):
     best-epoch value, ties by configuration id) and trained to the last epoch in that order."""
 
     name = "transfer_topk"
+    needs_sources = True
 
     def order(self) -> list[int]:
         ranks = np.mean([self.database.ranking(task, self.metric, self.profile)

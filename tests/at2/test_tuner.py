@@ -95,6 +95,16 @@ def test_tell_rejects_out_of_order_unknown_and_missing_values(tiny_db):
     assert tuner.next_epoch(0) == 2
 
 
+def test_source_tasks_are_checked(tiny_db):
+    source, target = tiny_db.pair(0).sources[0], tiny_db.pair(0).target
+    for sources, message in (([target], f"target {target!r} is also a source task"),
+                             ([source, source], "given more than once"),
+                             ([], "at2 transfers from source tasks: give at least one")):
+        with pytest.raises(ValueError, match=message):
+            AT2Tuner(tiny_db, sources, target)
+    assert RandomTuner(tiny_db, [], target).sources == ()  # search without transfer needs none
+
+
 @BOTH_ENGINES
 def test_records_are_deterministic_for_a_seed(tiny_db, engine, options):
     """Within one process too: nothing may draw from the global random state."""
