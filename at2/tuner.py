@@ -160,6 +160,9 @@ class Tuner(ABC):
         """Report the observed ``value`` of ``config_id`` after ``epoch`` epochs (in order)."""
         c = self._index(config_id)
         expected = self.next_epoch(config_id)
+        if expected > self.grid.shape[-1]:
+            raise ValueError(f"configuration {config_id} has all its {self.grid.shape[-1]} "
+                             "epochs observed")
         if epoch != expected:
             raise ValueError(f"configuration {config_id}: epochs are observed in order; "
                              f"expected epoch {expected}, got {epoch}")

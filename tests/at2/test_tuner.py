@@ -91,8 +91,10 @@ def test_tell_rejects_out_of_order_unknown_and_missing_values(tiny_db):
         tuner.tell(999, 1, 0.5)
     with pytest.raises(ValueError, match="not finite"):
         tuner.tell(0, 1, float("nan"))
-    tuner.tell(0, 1, 0.5)
-    assert tuner.next_epoch(0) == 2
+    for epoch in range(1, tiny_db.epochs + 1):
+        tuner.tell(0, epoch, 0.5)
+    with pytest.raises(ValueError, match=f"all its {tiny_db.epochs} epochs observed"):
+        tuner.tell(0, tiny_db.epochs + 1, 0.5)
 
 
 def test_source_tasks_are_checked(tiny_db):
