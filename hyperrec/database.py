@@ -384,8 +384,8 @@ class DatabaseWriter:
         if len(meta) != len(names):
             raise DatabaseError(f"{len(names)} task names but {len(meta)} metadata entries")
         existing = set(self._names())
-        clash = [n for n in names if n in existing]
-        if clash or len(set(names)) != len(names):
+        clash = sorted({n for n in names if n in existing or list(names).count(n) > 1})
+        if clash:
             raise DatabaseError(f"task names must be unique; already present or repeated: {clash}")
         start = len(existing)
         self._append("tasks/names", list(names))

@@ -95,9 +95,11 @@ def test_bad_writes_are_refused_and_leave_the_file_unchanged(tiny_db):
     with pytest.raises(DatabaseError, match=r"expected \(profiles, tasks, configs, epochs\)"):
         with tiny_db.edit() as w:
             w.write_curves("val_acc", np.zeros((1, 1, 2)), tasks=["task0"])
-    with pytest.raises(DatabaseError, match="unique"):
-        with tiny_db.edit() as w:
-            w.add_tasks(["task0"])
+    for names in (["task0"], ["x", "task0"], ["x", "x"]):
+        message = rf"unique; already present or repeated: \['{names[-1]}'\]"
+        with pytest.raises(DatabaseError, match=message):
+            with tiny_db.edit() as w:
+                w.add_tasks(names)
     with pytest.raises(ValueError, match="lr="):
         with tiny_db.edit() as w:
             w.add_configs([{**tiny_db.configs[0], "lr": 5.0}])
