@@ -94,7 +94,7 @@ class _WhitenedStrategy(VariationalStrategy):
         K_uf = kernel.forward(Z, x) if cells is None else kernel.on_grid(Z, self.grid, *cells)
         interp = whiten(K_uu, K_uf, self.product_dtype)
         q = self._variational_distribution
-        mean = self.model.mean_module(x) + interp.mT @ q.variational_mean
+        mean = self.model.mean_module(x) + q.variational_mean @ interp  # row-major gradient
         covar = matmul(q.chol_variational_covar.tril().mT, interp, self.product_dtype)
         variance = (kernel.forward(x, x, diag=True) + self.jitter_val
                     - torch.linalg.vector_norm(interp, dim=-2).square()

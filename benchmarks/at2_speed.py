@@ -48,7 +48,7 @@ def svgp_linear_algebra_seconds(inducing: int, batch: int,
     """Median time of the linear algebra of one whitened-SVGP minibatch step as the variational
     engine does it, forward and backward, in float32: ``A = chol(K_uu)^-1 K_uf``
     (:func:`at2.linalg.whiten`), ``||A||^2`` and ``||L_S' A||^2`` per column (the product and the
-    backward's ``G A'`` in ``product_dtype``), ``A' m``."""
+    backward's ``G A'`` in ``product_dtype``), ``m' A``."""
     g = torch.Generator().manual_seed(0)
     root = torch.randn(inducing, 20, generator=g)
     K_uu = (root @ root.T / 20 + torch.eye(inducing)).requires_grad_()
@@ -60,7 +60,7 @@ def svgp_linear_algebra_seconds(inducing: int, batch: int,
         start = time.perf_counter()
         A = whiten(K_uu, K_uf, product_dtype)
         variance = A.square().sum(0) - matmul(L_S.mT, A, product_dtype).square().sum(0)
-        ((A.mT @ m).square() + variance).sum().backward()
+        ((m @ A).square() + variance).sum().backward()
         times.append(time.perf_counter() - start)
     return float(np.median(times[2:]))
 
