@@ -19,9 +19,10 @@ from hyperrec.training import resolve_device
 
 from . import records
 from .autohyper.lr import OPTIMIZERS, AutoHyperResult
+from .engine import check_option
 from .live import LiveResult, tune_live
 from .task_kernel import DEFAULT_TASK_PSD, PSD_REPAIRS
-from .tuner import ENGINES, AT2Tuner, TuningResult
+from .tuner import ENGINES, AT2Tuner, TuningResult, check_engine
 from .warp import DEFAULT_WARP, WARP_CHOICES
 
 log = logging.getLogger("at2")
@@ -84,14 +85,10 @@ def resolve_tune_config(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("give --source and --target, or --pair K for a published pair")
     if isinstance(config["source"], str):
         config["source"] = _csv(config["source"])
-    if isinstance(config["budget"], bool) or not isinstance(config["budget"], int) or (
-            config["budget"] < 1):
-        raise ValueError(f"budget must be a positive integer, got {config['budget']!r}")
-    if config["engine"] not in ENGINES:
-        raise ValueError(f"unknown engine {config['engine']!r}; choose from {sorted(ENGINES)}")
+    check_option("budget", config["budget"], int, 1)
+    check_engine(config["engine"], config["engine_options"])
     # unknown task names fail here (a live target is added to the database when new)
     db.task_index([*config["source"], *([] if config["live"] else [config["target"]])])
-    ENGINES[config["engine"]].check_options(config["engine_options"])
     return config
 
 

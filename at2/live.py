@@ -34,8 +34,9 @@ from hyperrec.database import Database
 from hyperrec.spaces import with_learning_rate
 
 from .autohyper.lr import AutoHyperResult, find_initial_lr, make_epoch_trainer
+from .engine import check_option
 from .task_kernel import DEFAULT_TASK_PSD
-from .tuner import ENGINES, AT2Tuner
+from .tuner import AT2Tuner, check_engine
 from .warp import DEFAULT_WARP
 
 log = logging.getLogger(__name__)
@@ -91,15 +92,11 @@ def tune_live(database: str | Path, sources: Sequence[str], task: TaskSpec, *, b
     database as profile 0 of the task. Bad settings are refused before the task is added to the
     database or anything is trained."""
     out = Path(out)
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
-    ENGINES[engine].check_options(engine_options or {})
-    if final_epochs is not None and final_epochs < 1:
-        raise ValueError(f"final_epochs must be >= 1, got {final_epochs}")
+    check_engine(engine, engine_options)
+    if final_epochs is not None:
+        check_option("final_epochs", final_epochs, int, 1)
     db = Database.open(database)
-    cells = len(db.configs) * db.epochs
-    if not 0 <= budget <= cells:
-        raise ValueError(f"budget must be between 0 and the target's {cells} cells, got {budget}")
+    check_option("budget", budget, int, 0, len(db.configs) * db.epochs)  # the target's cells
     plan = plan_build(database, task, seeds=1, epochs=db.epochs, device=device)
     db = Database.open(database)
     configs = {r.config_id: r.config for r in plan.runs}

@@ -229,6 +229,13 @@ ENGINES = {"exact": ExactEngine, "variational": VariationalEngine}
 ENGINE_DTYPES = {"exact": torch.float64, "variational": torch.float32}
 
 
+def check_engine(engine: str, options: dict[str, Any] | None = None) -> None:
+    """Raise ``ValueError`` for an unknown engine name or a bad option of it."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
+    ENGINES[engine].check_options(options or {})
+
+
 class SurrogateTuner(Tuner):
     """A tuner driven by a posterior over the target's cells: UCB chooses the cell, the chosen
     configuration trains its next epoch, and the recommendation is the configuration with the
@@ -338,9 +345,7 @@ class AT2Tuner(SurrogateTuner):
                  engine: str = "exact", engine_options: dict[str, Any] | None = None,
                  task_psd: str = DEFAULT_TASK_PSD, warp: str = DEFAULT_WARP,
                  **kwargs: Any) -> None:
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
-        ENGINES[engine].check_options(engine_options or {})
+        check_engine(engine, engine_options)
         kwargs.setdefault("dtype", ENGINE_DTYPES[engine])
         super().__init__(database, source_tasks, target, **kwargs)
         self.warp = make_warp(warp, self.metric)

@@ -38,8 +38,8 @@ def test_live_tuning_refuses_bad_settings_before_touching_the_database(tmp_path,
                                                                       tiny_db):
     task = TaskSpec(str(folder), "target", image_size=8)
     before = tiny_db.path.read_bytes()
-    for settings, message in (({"budget": 10**6}, "budget must be between 0 and the target's"),
-                              ({"final_epochs": 0}, "final_epochs must be >= 1"),
+    for settings, message in (({"budget": 10**6}, "option budget=1000000: expected an integer"),
+                              ({"final_epochs": 0}, "option final_epochs=0: expected an"),
                               ({"engine_options": {"lr": -1}}, "option lr=-1"),
                               ({"engine": "sparse"}, "unknown engine 'sparse'")):
         with pytest.raises(ValueError, match=message):

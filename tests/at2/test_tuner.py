@@ -227,7 +227,7 @@ def test_cli_config_file_and_bad_input(tiny_db, tmp_path, caplog):
         (["--target", "nope", "--source", "task1"], "unknown task(s) ['nope']"),
         (["--pair", "3"], "has 1 published pairs; got pair 3"),
         (["--pair", "0", "--option", "steps=3"], "unknown option(s) ['steps']"),
-        (["--pair", "0", "--budget", "0"], "budget must be a positive integer, got 0"),
+        (["--pair", "0", "--budget", "0"], "option budget=0: expected an integer in [1, inf]"),
         (["--pair", "0", "--option", "fit_steps=abc"],
          "option fit_steps='abc': expected an integer"),
         (["--pair", "0", "--engine", "variational", "--option", "momentum=2"],
