@@ -68,7 +68,12 @@ class _WhitenedStrategy(VariationalStrategy):
     training call returns only marginal variances, computed with one ``M x M x n`` product; see
     the module docstring. Identical in value to the parent's when ``product_dtype`` is None (else
     the products named there are computed in it); eval mode is the parent's unless
-    ``cells`` are given."""
+    ``cells`` are given.
+
+    ``L_S``'s parameter is kept lower triangular, as initialised, by a hook that zeroes the upper
+    triangle of its gradient (plain SGD then never moves it), so the training path reads it
+    without the two ``tril`` passes, forward and backward, that the forward and the KL term would
+    otherwise take each step."""
 
     def __init__(self, model: ApproximateGP, inducing_points: Tensor, grid: CurveGrid,
                  product_dtype: torch.dtype | None = None) -> None:
@@ -76,6 +81,7 @@ class _WhitenedStrategy(VariationalStrategy):
             inducing_points.shape[0]), learn_inducing_locations=True)
         self.grid = grid
         self.product_dtype = product_dtype
+        self._variational_distribution.chol_variational_covar.register_hook(Tensor.tril)
 
     def __call__(self, x: Tensor, prior: bool = False, diag: bool = True,
                  cells: tuple[Tensor, Tensor, Tensor] | None = None,
@@ -95,10 +101,9 @@ class _WhitenedStrategy(VariationalStrategy):
         interp = whiten(K_uu, K_uf, self.product_dtype)
         q = self._variational_distribution
         mean = self.model.mean_module(x) + q.variational_mean @ interp  # row-major gradient
-        covar = matmul(q.chol_variational_covar.tril().mT, interp, self.product_dtype)
+        covar = matmul(q.chol_variational_covar.mT, interp, self.product_dtype)  # L_S' A
         variance = (kernel.forward(x, x, diag=True) + self.jitter_val
-                    - torch.linalg.vector_norm(interp, dim=-2).square()
-                    + torch.linalg.vector_norm(covar, dim=-2).square())
+                    - interp.square().sum(-2) + covar.square().sum(-2))
         return MultivariateNormal(mean, DiagLinearOperator(variance.clamp_min(1e-10)))
 
     @torch.no_grad()
@@ -115,7 +120,7 @@ class _WhitenedStrategy(VariationalStrategy):
     def kl_divergence(self) -> Tensor:
         """``KL(N(m, L_S L_S') || N(0, I))`` in closed form."""
         q = self._variational_distribution
-        L_S = q.chol_variational_covar.tril()
+        L_S = q.chol_variational_covar  # lower triangular (class docstring)
         return 0.5 * (L_S.square().sum() + q.variational_mean.square().sum() - L_S.shape[-1]
                       - torch.log(torch.diagonal(L_S).square()).sum())
 
