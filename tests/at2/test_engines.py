@@ -339,6 +339,17 @@ def test_variational_training_path_matches_gpytorch(tiny_db):
     for lean in strategy(X[:40]), strategy(X[:40], cells=cells[:, :40].unbind()):
         torch.testing.assert_close(lean.mean, generic.mean)
         torch.testing.assert_close(lean.variance, generic.variance)
+    parameters = [p for p in engine.gp.parameters() if p.requires_grad]
+    gradients = []  # and so are the gradients (custom whitening backward, L_S's gradient hook)
+    for f in strategy(X[:40]), VariationalStrategy.__call__(strategy, X[:40]):
+        objective = (f.mean * torch.linspace(-1, 1, 40)).sum() + f.variance.sum()
+        objective = objective + strategy.kl_divergence()
+        gradients.append(torch.autograd.grad(objective, parameters, allow_unused=True))
+    for lean, generic in zip(*gradients, strict=True):
+        if generic is not None:
+            torch.testing.assert_close(lean, generic, rtol=1e-4, atol=1e-5)
+    assert torch.equal(strategy._variational_distribution.chol_variational_covar.triu(1),
+                       torch.zeros(24, 24))  # still lower triangular after the fit
     engine.gp.eval()  # the grid's marginals take the lean path; predict is gpytorch's own
     mean, variance = engine.posterior_grid()
     C, E = grid.shape[1:]
