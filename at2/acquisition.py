@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .engine import check_option
+from .options import check_option
 
 
 class UpperConfidenceBound:

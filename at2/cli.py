@@ -19,8 +19,8 @@ from hyperrec.training import resolve_device
 
 from . import records
 from .autohyper.lr import OPTIMIZERS, AutoHyperResult
-from .engine import check_option
 from .live import LiveResult, tune_live
+from .options import check_option
 from .task_kernel import DEFAULT_TASK_PSD, PSD_REPAIRS
 from .tuner import ENGINES, AT2Tuner, TuningResult, check_engine
 from .warp import DEFAULT_WARP, WARP_CHOICES

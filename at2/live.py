@@ -34,7 +34,7 @@ from hyperrec.database import Database
 from hyperrec.spaces import with_learning_rate
 
 from .autohyper.lr import AutoHyperResult, find_initial_lr, make_epoch_trainer
-from .engine import check_option
+from .options import check_option
 from .task_kernel import DEFAULT_TASK_PSD
 from .tuner import AT2Tuner, check_engine
 from .warp import DEFAULT_WARP

@@ -37,8 +37,8 @@ from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from linear_operator.utils.warnings import NumericalWarning
 
-from at2.engine import check_option
 from at2.epoch_kernel import FreezeThawKernel
+from at2.options import check_option
 from at2.tuner import Query, SurrogateTuner, Tuner
 from hyperrec.database import Database
 
