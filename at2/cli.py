@@ -36,6 +36,9 @@ TUNE_DEFAULTS: dict[str, Any] = {
     "device": "auto", "engine_options": {}, "out": None, "live": None, "final_epochs": None,
     "autohyper": False,
 }
+_NUMBERS = {"pair": (int, 0), "profile": (int, 0), "budget": (int, 1), "beta": (float, 0),
+            "seed": (int,), "final_epochs": (int, 1), "autohyper": (bool,)}
+"""How :func:`resolve_tune_config` checks the numeric and boolean keys (``check_option``)."""
 
 
 def _csv(text: str) -> list[str]:
@@ -58,12 +61,27 @@ def resolve_tune_config(args: argparse.Namespace) -> dict[str, Any]:
     config = dict(TUNE_DEFAULTS)
     if args.config:
         loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config}: expected a mapping of option: value")
         unknown = sorted(set(loaded) - set(TUNE_DEFAULTS))
         if unknown:
             raise ValueError(f"{args.config}: unknown key(s) {unknown}; allowed: "
                              f"{sorted(TUNE_DEFAULTS)}")
         config.update(loaded)
     config.update({k: v for k, v in vars(args).items() if k in TUNE_DEFAULTS and v is not None})
+    for key, value in config.items():  # a --config file can hold anything: check every type
+        if key in _NUMBERS:
+            if not (value is None and key in ("pair", "final_epochs")):  # None: not given
+                check_option(key, value, *_NUMBERS[key])
+        elif key == "engine_options":
+            if not isinstance(value, dict):
+                raise ValueError(f"option engine_options={value!r}: expected a mapping")
+        elif key == "source":
+            if not (value is None or isinstance(value, str) or (
+                    isinstance(value, list) and all(isinstance(s, str) for s in value))):
+                raise ValueError(f"option source={value!r}: expected task names")
+        elif value is not None and not isinstance(value, str):
+            raise ValueError(f"option {key}={value!r}: expected a string")
     config["engine_options"] = {**config["engine_options"], **parse_options(args.option or [])}
     for key in ("database", "out"):
         if not config[key]:
@@ -75,7 +93,7 @@ def resolve_tune_config(args: argparse.Namespace) -> dict[str, Any]:
     if config["pair"] is not None and (config["source"] or config["target"]):
         raise ValueError("give either --pair or --source/--target, not both")
     if config["pair"] is not None:
-        pair = db.pair(int(config["pair"]))
+        pair = db.pair(config["pair"])
         config["source"], config["target"] = list(pair.sources), pair.target
     if config["live"]:  # the target is the live task (its name in the database)
         live_name = "digits" if config["live"] == "digits" else Path(config["live"]).resolve().name
@@ -85,7 +103,6 @@ def resolve_tune_config(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("give --source and --target, or --pair K for a published pair")
     if isinstance(config["source"], str):
         config["source"] = _csv(config["source"])
-    check_option("budget", config["budget"], int, 1)
     check_engine(config["engine"], config["engine_options"])
     # unknown task names fail here (a live target is added to the database when new)
     db.task_index([*config["source"], *([] if config["live"] else [config["target"]])])

@@ -245,6 +245,13 @@ def test_cli_config_file_and_bad_input(tiny_db, tmp_path, caplog):
     config.write_text("colour: red\n")
     assert main(["-q", "tune", "--config", str(config)]) == 1
     assert "unknown key(s) ['colour']" in caplog.text
+    for line, message in (("seed: abc", "option seed='abc': expected an integer"),
+                          ("engine_options: 5", "option engine_options=5: expected a mapping"),
+                          ("metric: 3", "option metric=3: expected a string"),
+                          ("source: [1, 2]", "option source=[1, 2]: expected task names")):
+        config.write_text(f"database: {tiny_db.path}\nout: {tmp_path / 'y'}\n{line}\n")
+        assert main(["-q", "tune", "--config", str(config)]) == 1
+        assert message in caplog.text and not (tmp_path / "y").exists()
 
 
 @pytest.mark.slow
