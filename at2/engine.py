@@ -34,6 +34,8 @@ class Engine(ABC):
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` naming the first unknown option or bad value in ``options``."""
+        if not isinstance(options, Mapping):
+            raise ValueError(f"{cls.name} engine options: expected a mapping, got {options!r}")
         unknown = sorted(set(options) - set(cls.options))
         if unknown:
             raise ValueError(f"unknown option(s) {unknown} for the {cls.name} engine; allowed: "

@@ -28,3 +28,17 @@ def test_check_option_names_the_option_and_what_it_expects(value, kind, low, hig
     with pytest.raises(ValueError, match=rf"option x={value!r}: {expected}".replace("[", r"\[")
                        .replace("]", r"\]")):
         check_option("x", value, kind, low, high)
+
+
+def test_engines_check_their_name_and_options():
+    from at2.tuner import check_engine
+
+    check_engine("exact", {"fit_steps": 3, "lr": 0.1})
+    check_engine("variational", {"mixed_precision": None, "momentum": 0.9})
+    for engine, options, message in (
+            ("exact", 5, "exact engine options: expected a mapping"),
+            ("variational", {"steps": 1}, r"unknown option\(s\) \['steps'\] for the variational"),
+            ("variational", {"momentum": 1.5}, r"option momentum=1.5: expected a number in \[0, 1\]"),
+            ("sparse", {}, "unknown engine 'sparse'")):
+        with pytest.raises(ValueError, match=message):
+            check_engine(engine, options)
