@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .options import check_option
+from hyperrec.options import check_option
 
 
 class UpperConfidenceBound:

@@ -15,12 +15,12 @@ import yaml
 
 from hyperrec.cli import run_command
 from hyperrec.database import DEFAULT_METRIC, Database, DatabaseError
+from hyperrec.options import check_option
 from hyperrec.training import resolve_device
 
 from . import records
 from .autohyper.lr import OPTIMIZERS, AutoHyperResult
 from .live import LiveResult, tune_live
-from .options import check_option
 from .task_kernel import DEFAULT_TASK_PSD, PSD_REPAIRS
 from .tuner import ENGINES, AT2Tuner, TuningResult, check_engine
 from .warp import DEFAULT_WARP, WARP_CHOICES

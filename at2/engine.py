@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 from gpytorch.distributions import MultivariateNormal
 from torch import Tensor
 
+from hyperrec.options import check_option
+
 from .model import AT2Surrogate, CurveGrid
-from .options import check_option
 
 
 class Engine(ABC):

@@ -31,10 +31,10 @@ from hyperrec.build import (
     write_records,
 )
 from hyperrec.database import Database
+from hyperrec.options import check_option
 from hyperrec.spaces import with_learning_rate
 
 from .autohyper.lr import AutoHyperResult, find_initial_lr, make_epoch_trainer
-from .options import check_option
 from .task_kernel import DEFAULT_TASK_PSD
 from .tuner import AT2Tuner, check_engine
 from .warp import DEFAULT_WARP

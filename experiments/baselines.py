@@ -38,9 +38,9 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from linear_operator.utils.warnings import NumericalWarning
 
 from at2.epoch_kernel import FreezeThawKernel
-from at2.options import check_option
 from at2.tuner import Query, SurrogateTuner, Tuner
 from hyperrec.database import Database
+from hyperrec.options import check_option
 
 log = logging.getLogger(__name__)
 LENGTHSCALE_FLOOR = 2.5e-2  # lower bound of the GP baselines' Matern lengthscales (BoTorch's)

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .database import Database, DatabaseError, atomic_file
+from .options import check_option
 from .parallel import start_ray
 from .space import SearchSpace
 from .spaces import hyperrec_space, to_published
@@ -294,10 +295,11 @@ def plan_build(out: str | Path, task: TaskSpec, *, configs: int | None = None,
     configurations: ``config_ids``, or ``configs`` of them chosen with ``config_seed``, or all.
     The task is added if new; an existing task must have been split the same way.
     """
-    if seeds < 1 or epochs < 1:
-        raise ValueError(f"seeds and epochs must be >= 1 (got seeds={seeds}, epochs={epochs})")
-    if configs is not None and configs < 1:
-        raise ValueError(f"--configs must be >= 1, got {configs}")
+    for name, value, low in (("seeds", seeds, 1), ("epochs", epochs, 1),
+                             ("config_seed", config_seed, 0)):
+        check_option(name, value, int, low)
+    if configs is not None:
+        check_option("configs", configs, int, 1)
     loaded = task.load()  # bad task paths and empty folders fail here
     out = Path(out)
     space: SearchSpace = hyperrec_space()

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from .options import check_option
+
 SPLIT = (0.6, 0.2, 0.2)
 """Fractions of the images in the train, validation and test subsets."""
 DIGITS = "digits"
@@ -95,6 +97,8 @@ def load_task(spec: str | Path, split_seed: int = 0, image_size: int = 32) -> Im
         split_seed: seed of the 60/20/20 split (default 0).
         image_size: side length images of a folder are resized to (default 32; digits stay 8x8).
     """
+    check_option("split_seed", split_seed, int, 0)
+    check_option("image_size", image_size, int, 1)
     if str(spec) == DIGITS:
         data, classes, channels, meta = _digits()
         name = DIGITS

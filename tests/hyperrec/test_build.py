@@ -132,8 +132,12 @@ def test_bad_input_is_refused_before_training(tmp_path, folder, capsys):
         plan_build(tmp_path / "x.h5", TaskSpec(str(tmp_path / "empty"), "e"), configs=1)
     with pytest.raises(ValueError, match="--configs"):
         plan_build(tmp_path / "x.h5", spec)
-    with pytest.raises(ValueError, match="--configs must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="option configs=0: expected an integer"):
         plan_build(tmp_path / "x.h5", spec, configs=0)
+    with pytest.raises(ValueError, match="option config_seed=-1: expected an integer"):
+        plan_build(tmp_path / "x.h5", spec, configs=1, config_seed=-1)
+    with pytest.raises(ValueError, match="option image_size=0: expected an integer"):
+        plan_build(tmp_path / "x.h5", TaskSpec(str(folder), "tiny", image_size=0), configs=1)
     plan_build(tmp_path / "x.h5", spec, configs=1, epochs=3, seeds=1)
     assert main(["info", str(tmp_path / "x.h5")]) == 0  # the planned task, not trained yet
     assert "tiny" in capsys.readouterr().out.split("no observations yet")[0].splitlines()[-1]

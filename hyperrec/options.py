@@ -1,5 +1,5 @@
-"""Validation of numeric and boolean options at the API's boundary (engines, acquisition,
-baselines, live tuning), with messages that name the option."""
+"""Validation of numeric and boolean options at the API's boundary (the builder, AT2's engines
+and acquisition, the baselines, live tuning), with messages that name the option."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from at2.options import check_option
+from hyperrec.options import check_option
 
 
 def test_check_option_accepts_numbers_of_the_kind_in_range():
