@@ -158,9 +158,8 @@ def autohyper(args: argparse.Namespace) -> AutoHyperResult:
 
     from .autohyper.study import Training, autohyper_on_task, learning_rate_study
 
-    if args.epochs_per_trial < 1 or args.batch_size < 1:
-        raise ValueError(f"--epochs-per-trial and --batch-size must be >= 1, got "
-                         f"{args.epochs_per_trial} and {args.batch_size}")
+    check_option("epochs_per_trial", args.epochs_per_trial, int, 1)
+    check_option("batch_size", args.batch_size, int, 1)
     study = Database.open(args.study) if args.study else None
     task = load_task(args.data or args.task, split_seed=args.split_seed,
                      image_size=args.image_size)
