@@ -65,4 +65,3 @@ class Engine(ABC):
         """Observation-noise variances in the data's units for task indices ``task`` (long,
         any shape; the result has its shape)."""
         return self.model.likelihood.noise[task] * self.scale**2
-

@@ -82,8 +82,7 @@ class ExactEngine(Engine):
     """
 
     name = "exact"
-    options = {"fit_steps": (int, 0, math.inf), "refit_steps": (int, 0, math.inf),
-               "lr": (float, 0, math.inf)}
+    options = {"fit_steps": (int, 0), "refit_steps": (int, 0), "lr": (float, 0)}
 
     def __init__(self, model: AT2Surrogate, grid: CurveGrid, fit_steps: int = 300,
                  refit_steps: int = 5, lr: float = 0.02) -> None:

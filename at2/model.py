@@ -12,6 +12,7 @@ shared grid of C configurations x E epochs, NaN where a cell is not observed.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,7 +63,7 @@ class CurveGrid:
         """Source curves from ``db``; the target starts with no observations."""
         if target in sources:
             raise ValueError(f"target {target!r} is also a source task")
-        repeated = sorted({s for s in sources if list(sources).count(s) > 1})
+        repeated = sorted(s for s, n in Counter(sources).items() if n > 1)
         if repeated:
             raise ValueError(f"source task(s) {repeated} given more than once")
         curves = db.curves(metric, list(sources), profile)

@@ -45,8 +45,6 @@ pair 0 a step takes 0.060 s instead of 0.075 s on two cores of an Intel CPU with
 
 from __future__ import annotations
 
-import math
-
 import torch
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.mlls import VariationalELBO
@@ -171,10 +169,9 @@ class VariationalEngine(Engine):
     """
 
     name = "variational"
-    options = {"inducing": (int, 1, math.inf), "epochs": (int, 0, math.inf),
-               "refit_epochs": (int, 0, math.inf), "lr": (float, 0, math.inf),
-               "momentum": (float, 0, 1), "warmup_ratio": (float, 0, 1),
-               "batch_size": (int, 1, math.inf), "seed": (int,), "mixed_precision": (bool,)}
+    options = {"inducing": (int, 1), "epochs": (int, 0), "refit_epochs": (int, 0),
+               "lr": (float, 0), "momentum": (float, 0, 1), "warmup_ratio": (float, 0, 1),
+               "batch_size": (int, 1), "seed": (int,), "mixed_precision": (bool,)}
 
     def __init__(self, model: AT2Surrogate, grid: CurveGrid, inducing: int = 1000,
                  epochs: int = 200, refit_epochs: int = 3, lr: float = 0.02,
