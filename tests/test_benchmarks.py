@@ -5,6 +5,7 @@ import importlib.util
 import pytest
 import torch
 
+from at2 import AT2Tuner
 from tests.conftest import REPO, make_tiny_db
 
 SCRIPTS = sorted((REPO / "benchmarks").glob("*.py"))
@@ -30,6 +31,23 @@ def test_benchmarks_found():
 def test_speed_benchmark_times_the_engines_linear_algebra(product_dtype):
     speed = load(REPO / "benchmarks" / "at2_speed.py")
     assert speed.svgp_linear_algebra_seconds(16, 8, product_dtype, repeats=1) > 0
+
+
+def test_speed_benchmark_times_the_parts_of_a_step_and_leaves_the_engine_as_it_was(tmp_path):
+    speed = load(REPO / "benchmarks" / "at2_speed.py")
+    db = make_tiny_db(tmp_path / "tiny.h5")
+    tuner = AT2Tuner(db, db.tasks[1:], db.tasks[0], engine="variational",
+                     engine_options={"epochs": 1, "inducing": 16, "batch_size": 8})
+    tuner.tune(2, progress=False)
+    before = {k: v.clone() for k, v in tuner.engine.gp.state_dict().items()}
+    parts = speed.step_parts_seconds(tuner.engine, repeats=1)
+    assert set(parts) == {"K_uu", "K_uf", "whitening_and_variances", "kl", "elbo_step"}
+    assert all(seconds > 0 for seconds in parts.values())
+    after = tuner.engine.gp.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in [*tuner.engine.gp.parameters(),
+                                        *tuner.engine.model.parameters()])
+    assert not tuner.engine.gp.training
 
 
 def test_quality_benchmark_draws_sources_for_every_target(tmp_path):
