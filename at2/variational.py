@@ -26,8 +26,9 @@ Training uses :class:`_WhitenedStrategy`, gpytorch's whitened ``VariationalStrat
 minibatch path: the ELBO needs only the marginal variances, so a training call reads ``m`` and
 ``L_S`` straight from the variational parameters, computes ``K_uu`` and ``K_uf`` (never the batch's
 own ``n x n`` block; ``K_uf`` gathered from per-factor tables over the grid's tasks,
-configurations and epochs), whitens ``K_uf`` in the model's dtype (:func:`~at2.linalg.whiten`,
-whose backward skips a product autograd would form) and forms the variance from
+configurations and epochs), and whitens ``K_uf`` and forms the marginals in one autograd
+function (:func:`~at2.linalg.whitened_marginals`, whose backward fuses the passes autograd would
+make over the ``M x n`` intermediates and skips a product it would form): the variance from
 ``L_S' K_uu^-1/2 K_uf`` (one ``M x M x n`` product, where the generic path forms ``S = L_S L_S'``
 and ``(S - I) K_uu^-1/2 K_uf``); the KL term is the closed form for the whitened prior. Prediction
 (eval mode) is gpytorch's own path, except for the marginals at all target cells
@@ -35,12 +36,13 @@ and ``(S - I) K_uu^-1/2 K_uf``); the KL term is the closed form for the whitened
 mostly its own linear algebra (``benchmarks/at2_speed.py`` prints both).
 
 Mixed precision (default where the hardware has fast bfloat16 products,
-:func:`~at2.linalg.fast_bfloat16`): the step's two largest products, ``L_S' K_uu^-1/2 K_uf`` and
-the ``K_uu`` gradient's ``G A'``, run in bfloat16 with float32 accumulation (AMX on recent x86
-CPUs, tensor cores on GPUs). Their rounding (relative 2^-8) enters only a non-negative term of the
-marginal variances and the stochastic gradient; everything that cancels (``K_uu``, its Cholesky
-factor, ``K_uu^-1/2 K_uf``, ``k_ff - |K_uu^-1/2 k_uf|^2``) stays in the model's dtype. On HyperRec
-pair 0 a step takes 0.060 s instead of 0.075 s on two cores of an Intel CPU with AMX.
+:func:`~at2.linalg.fast_bfloat16`): the step's largest products, ``L_S' K_uu^-1/2 K_uf``, the two
+of its gradient and the ``K_uu`` gradient's ``G A'``, run in bfloat16 with float32 accumulation
+(AMX on recent x86 CPUs, tensor cores on GPUs). Their rounding (relative 2^-8) enters only a
+non-negative term of the marginal variances and the stochastic gradient; everything that cancels
+(``K_uu``, its Cholesky factor, ``K_uu^-1/2 K_uf``, ``k_ff - |K_uu^-1/2 k_uf|^2``) stays in the
+model's dtype. On HyperRec pair 0 a step took 0.060 s instead of 0.075 s on two cores of an Intel
+CPU with AMX (before :func:`~at2.linalg.whitened_marginals` fused its passes).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from .engine import Engine
-from .linalg import fast_bfloat16, matmul, whiten
+from .linalg import fast_bfloat16, whitened_marginals
 from .model import AT2Surrogate, CurveGrid
 
 _MIN_T = 1e-3
@@ -96,13 +98,12 @@ class _WhitenedStrategy(VariationalStrategy):
         K_uu = kernel.forward(Z, Z)
         K_uu.diagonal().add_(self.jitter_val)
         K_uf = kernel.forward(Z, x) if cells is None else kernel.on_grid(Z, self.grid, *cells)
-        interp = whiten(K_uu, K_uf, self.product_dtype)
         q = self._variational_distribution
-        mean = self.model.mean_module(x) + q.variational_mean @ interp  # row-major gradient
-        covar = matmul(q.chol_variational_covar.mT, interp, self.product_dtype)  # L_S' A
-        variance = (kernel.forward(x, x, diag=True) + self.jitter_val
-                    - interp.square().sum(-2) + covar.square().sum(-2))
-        return MultivariateNormal(mean, DiagLinearOperator(variance.clamp_min(1e-10)))
+        mean, reduction = whitened_marginals(K_uu, K_uf, q.variational_mean,
+                                             q.chol_variational_covar, self.product_dtype)
+        variance = kernel.forward(x, x, diag=True) + self.jitter_val + reduction
+        return MultivariateNormal(self.model.mean_module(x) + mean,
+                                  DiagLinearOperator(variance.clamp_min(1e-10)))
 
     @torch.no_grad()
     def initialize_variational(self, generator: torch.Generator) -> None:
@@ -160,12 +161,12 @@ class VariationalEngine(Engine):
         refit_epochs: Epochs after each new observation (default 3).
         lr, momentum, warmup_ratio, batch_size: SGD settings (defaults 0.02, 0.8, 0.01, 1000).
         seed: Seeds the inducing cells and the minibatch order.
-        mixed_precision: Compute a training step's two largest products, ``L_S' K_uu^-1/2 K_uf``
-            and the ``K_uu`` gradient's ``G A'`` (``M x M x batch`` each), in bfloat16 with float32
-            accumulation (the rest stays in the model's dtype). The first is also that of
-            :meth:`posterior_grid`'s variances. Default None: True where the grid's device has
-            fast bfloat16 products (:func:`~at2.linalg.fast_bfloat16`), False elsewhere, where
-            they are emulated and dozens of times slower than in float32.
+        mixed_precision: Compute a training step's largest products, ``L_S' K_uu^-1/2 K_uf``, the
+            two of its gradient and the ``K_uu`` gradient's ``G A'`` (``M x M x batch`` each), in
+            bfloat16 with float32 accumulation (the rest stays in the model's dtype). The first
+            is also that of :meth:`posterior_grid`'s variances. Default None: True where the
+            grid's device has fast bfloat16 products (:func:`~at2.linalg.fast_bfloat16`), False
+            elsewhere, where they are emulated and dozens of times slower than in float32.
     """
 
     name = "variational"

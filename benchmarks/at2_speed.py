@@ -30,7 +30,7 @@ from gpytorch.mlls import VariationalELBO
 from torch import Tensor
 
 from at2.cli import parse_options
-from at2.linalg import matmul, whiten
+from at2.linalg import whitened_marginals
 from at2.tuner import ENGINES, AT2Tuner
 from at2.variational import VariationalEngine
 from hyperrec.database import Database
@@ -57,12 +57,10 @@ def median_seconds(work: Callable[[], object], repeats: int, warmup: int = 2) ->
 def whitened_terms_backward(K_uu: Tensor, K_uf: Tensor, L_S: Tensor, m: Tensor,
                             product_dtype: torch.dtype | None) -> None:
     """The linear algebra of a whitened-SVGP minibatch step as the variational engine does it,
-    forward and backward: ``A = chol(K_uu)^-1 K_uf`` (:func:`at2.linalg.whiten`), ``||A||^2`` and
-    ``||L_S' A||^2`` per column (the product and the backward's ``G A'`` in ``product_dtype``),
-    ``m' A``."""
-    A = whiten(K_uu, K_uf, product_dtype)
-    variance = A.square().sum(0) - matmul(L_S.mT, A, product_dtype).square().sum(0)
-    ((m @ A).square() + variance).sum().backward()
+    forward and backward: the marginals' mean ``m' A`` and variance reduction ``|L_S' A|^2 -
+    |A|^2`` with ``A = chol(K_uu)^-1 K_uf`` (:func:`at2.linalg.whitened_marginals`)."""
+    mean, reduction = whitened_marginals(K_uu, K_uf, m, L_S, product_dtype)
+    (mean.square() + reduction).sum().backward()
 
 
 def svgp_linear_algebra_seconds(inducing: int, batch: int,

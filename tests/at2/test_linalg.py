@@ -6,11 +6,10 @@ import torch
 from at2.linalg import (
     fast_bfloat16,
     kron_mv,
-    matmul,
     psd_complete_last,
     psd_project,
     safe_eigh,
-    whiten,
+    whitened_marginals,
 )
 
 
@@ -50,42 +49,55 @@ def spd(n, k, dtype, seed=0):
     return root @ root.T / k + 0.1 * torch.eye(n, dtype=dtype)
 
 
-def test_whiten_gradients_are_exact():
-    K = spd(6, 3, torch.float64).requires_grad_()
-    B = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
-    # K enters symmetrised, as every kernel matrix is: the gradient is defined on symmetric K
-    assert torch.autograd.gradcheck(lambda K, B: whiten((K + K.mT) / 2, B), (K, B))
+def marginals_reference(K, B, m, L_S):
+    """``whitened_marginals`` through autograd's Cholesky and triangular solve."""
+    A = torch.linalg.solve_triangular(torch.linalg.cholesky(K), B, upper=False)
+    return m @ A, (L_S.mT @ A).square().sum(-2) - A.square().sum(-2)
+
+
+def marginals_inputs(dtype, M=50, n=30):
+    g = torch.Generator().manual_seed(1)
+    B = torch.randn(M, n, dtype=dtype, generator=g)
+    m = torch.randn(M, dtype=dtype, generator=g)
+    L_S = torch.eye(M, dtype=dtype) + 0.3 * torch.randn(M, M, dtype=dtype, generator=g).tril()
+    return spd(M, 10, dtype), B, m, L_S
+
+
+def test_whitened_marginals_gradients_are_exact():
+    K, B, m, L_S = (x.requires_grad_() for x in marginals_inputs(torch.float64, M=6, n=4))
+    # K enters symmetrised, as every kernel matrix is: only the gradient's symmetric part is
+    # defined (and returned unsymmetrised); L_S lower triangular, as the engine keeps it
+    assert torch.autograd.gradcheck(
+        lambda K, B, m, L_S: whitened_marginals((K + K.mT) / 2, B, m, L_S.tril()),
+        (K, B, m, L_S))
+
+
+def marginals_gradients(fn, inputs, product_dtype=None):
+    """Values and gradients of a fixed weighting of ``fn``'s two outputs; ``K``'s gradient taken
+    through a symmetric parametrisation."""
+    K, B, m, L_S = (x.clone().requires_grad_() for x in inputs)
+    args = ((K + K.mT) / 2, B, m, L_S) + ((product_dtype,) if product_dtype else ())
+    mean, reduction = fn(*args)
+    w = torch.linspace(-1, 1, mean.numel(), dtype=mean.dtype)
+    ((w * mean).sum() + (w.square() * reduction).sum()).backward()
+    return mean.detach(), reduction.detach(), K.grad, B.grad, m.grad, L_S.grad
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_whiten_matches_cholesky_then_solve(dtype):
-    K, B = spd(50, 10, dtype), torch.randn(50, 30, dtype=dtype)
-    m = torch.randn(50, dtype=dtype)
-
-    def loss(whitened):
-        return ((whitened.mT @ m) ** 2).sum() - whitened.square().sum()
-
-    grads = []
-    for fn in (whiten, lambda K, B: torch.linalg.solve_triangular(
-            torch.linalg.cholesky(K), B, upper=False)):
-        K_, B_ = K.clone().requires_grad_(), B.clone().requires_grad_()
-        A = fn(K_, B_)
-        loss(A).backward()
-        grads.append((A.detach(), K_.grad, B_.grad))
+def test_whitened_marginals_match_cholesky_then_solve(dtype):
+    inputs = marginals_inputs(dtype)
     tol = 1e-3 if dtype == torch.float32 else 1e-9  # two orders of float32 rounding
-    for ours, reference in zip(*grads):
+    for ours, reference in zip(marginals_gradients(whitened_marginals, inputs),
+                               marginals_gradients(marginals_reference, inputs)):
         torch.testing.assert_close(ours, reference, rtol=tol, atol=tol * reference.abs().max())
 
 
 def test_low_precision_products_stay_close():
-    K, B = spd(40, 8, torch.float32), torch.randn(40, 20)
-    torch.testing.assert_close(matmul(K, B, torch.bfloat16), K @ B, rtol=2e-2, atol=2e-2)
-    assert matmul(K, B, torch.bfloat16).dtype == torch.float32
-    K_ = K.clone().requires_grad_()
-    whiten(K_, B, torch.bfloat16).sum().backward()
-    K_ref = K.clone().requires_grad_()
-    whiten(K_ref, B).sum().backward()
-    assert torch.linalg.norm(K_.grad - K_ref.grad) < 1e-2 * torch.linalg.norm(K_ref.grad)
+    inputs = marginals_inputs(torch.float32)
+    for ours, reference in zip(marginals_gradients(whitened_marginals, inputs, torch.bfloat16),
+                               marginals_gradients(whitened_marginals, inputs)):
+        assert ours.dtype == torch.float32
+        assert torch.linalg.norm(ours - reference) < 2e-2 * torch.linalg.norm(reference)
 
 
 def test_psd_complete_last_shrinks_only_an_infeasible_last_row():
