@@ -72,8 +72,11 @@ class DeepPolynomialKernel(Kernel):
         psi = torch.cat([phi, self.offset.sqrt().expand(*phi.shape[:-1], 1)], dim=-1)
         return psi / torch.linalg.vector_norm(psi, dim=-1, keepdim=True)
 
-    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor:
-        psi1 = self.directions(x1)
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False,
+                config_directions1: Tensor | None = None, **params) -> Tensor:
+        """``config_directions1``: :meth:`directions` of ``x1``, when the caller has them already
+        (default: computed)."""
+        psi1 = self.directions(x1) if config_directions1 is None else config_directions1
         psi2 = psi1 if x2 is x1 else self.directions(x2)
         if diag:
             return (psi1 * psi2).sum(-1).square()

@@ -137,8 +137,10 @@ class TaskSimilarityKernel(Kernel):
         k = self.outputscale * torch.exp(-self.distance / (self.lengthscale.squeeze() * g) ** 2)
         return PSD_REPAIRS[self.psd](k)
 
-    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor:
-        k = self.matrix()
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False,
+                task_matrix: Tensor | None = None, **params) -> Tensor:
+        """``task_matrix``: :meth:`matrix`, when the caller has it already (default: computed)."""
+        k = self.matrix() if task_matrix is None else task_matrix
         i, j = x1[..., 0].long(), x2[..., 0].long()
         if diag:
             return k[i, j]

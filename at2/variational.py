@@ -95,13 +95,16 @@ class _WhitenedStrategy(VariationalStrategy):
             return super().__call__(x, prior=prior, diag=diag, **kwargs)
         self._clear_cache()
         kernel, Z = self.model.covar_module, self.inducing_points
-        K_uu = kernel.forward(Z, Z)
+        shared = kernel.shared_terms(Z)
+        K_uu = kernel.forward(Z, Z, **shared)
         K_uu.diagonal().add_(self.jitter_val)
-        K_uf = kernel.forward(Z, x) if cells is None else kernel.on_grid(Z, self.grid, *cells)
+        K_uf = (kernel.forward(Z, x, **shared) if cells is None
+                else kernel.on_grid(Z, self.grid, *cells, **shared))
         q = self._variational_distribution
         mean, reduction = whitened_marginals(K_uu, K_uf, q.variational_mean,
                                              q.chol_variational_covar, self.product_dtype)
-        variance = kernel.forward(x, x, diag=True) + self.jitter_val + reduction
+        variance = (kernel.forward(x, x, diag=True, task_matrix=shared["task_matrix"])
+                    + self.jitter_val + reduction)
         return MultivariateNormal(self.model.mean_module(x) + mean,
                                   DiagLinearOperator(variance.clamp_min(1e-10)))
 

@@ -131,7 +131,8 @@ def test_exact_pointwise_posterior_equals_the_dense_gp_anywhere():
 
 
 def test_product_kernel_on_grid_equals_it_on_rows():
-    """Covariances to grid cells from per-factor tables: same values and gradients as on rows."""
+    """Covariances to grid cells from per-factor tables, and with the shared terms computed
+    once: same values and gradients as on rows."""
     grid = small_grid()
     model = model_for(grid)
     cells = torch.nonzero(grid.observed, as_tuple=True)
@@ -141,20 +142,25 @@ def test_product_kernel_on_grid_equals_it_on_rows():
     x1.requires_grad_()
     weights = torch.randn(len(x1), len(rows), dtype=torch.float64)
     results = []
-    for covariance in (lambda: model.covar_module.forward(x1, rows),
-                       lambda: model.covar_module.on_grid(x1, grid, *cells)):
+    kernel = model.covar_module
+    for covariance in (lambda: kernel.forward(x1, rows),
+                       lambda: kernel.on_grid(x1, grid, *cells),
+                       lambda: kernel.forward(x1, rows, **kernel.shared_terms(x1)),
+                       lambda: kernel.on_grid(x1, grid, *cells, **kernel.shared_terms(x1))):
         model.zero_grad()
         x1.grad = None
         k = covariance()
         (weights * k).sum().backward()
         results.append((k.detach(), x1.grad[:, -1].clone(),
                         [p.grad.clone() for p in model.parameters() if p.grad is not None]))
-    (k_rows, dt_rows, grads_rows), (k_grid, dt_grid, grads_grid) = results
-    torch.testing.assert_close(k_grid, k_rows)
-    torch.testing.assert_close(dt_grid, dt_rows)
-    assert len(grads_grid) == len(grads_rows) > 5
-    for a, b in zip(grads_grid, grads_rows):
-        torch.testing.assert_close(a, b)
+    (k_rows, dt_rows, grads_rows), *others = results
+    assert len(grads_rows) > 5
+    for k, dt, grads in others:
+        torch.testing.assert_close(k, k_rows)
+        torch.testing.assert_close(dt, dt_rows)
+        assert len(grads) == len(grads_rows)
+        for a, b in zip(grads, grads_rows):
+            torch.testing.assert_close(a, b)
 
 
 def test_exact_engine_refuses_sources_with_gaps():
