@@ -26,7 +26,9 @@ Training uses :class:`_WhitenedStrategy`, gpytorch's whitened ``VariationalStrat
 minibatch path: the ELBO needs only the marginal variances, so a training call reads ``m`` and
 ``L_S`` straight from the variational parameters, computes ``K_uu`` and ``K_uf`` (never the batch's
 own ``n x n`` block; ``K_uf`` gathered from per-factor tables over the grid's tasks,
-configurations and epochs), and whitens ``K_uf`` and forms the marginals in one autograd
+configurations and epochs; the task matrix and the inducing points' configuration directions
+computed once for both and the diagonal, :meth:`~at2.model.ColumnProductKernel.shared_terms`),
+and whitens ``K_uf`` and forms the marginals in one autograd
 function (:func:`~at2.linalg.whitened_marginals`, whose backward fuses the passes autograd would
 make over the ``M x n`` intermediates and skips a product it would form): the variance from
 ``L_S' K_uu^-1/2 K_uf`` (one ``M x M x n`` product, where the generic path forms ``S = L_S L_S'``
