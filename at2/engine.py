@@ -27,6 +27,9 @@ class Engine(ABC):
     options: ClassVar[dict[str, tuple[Any, ...]]]
     """The engine's keyword options: name -> ``(kind[, low[, high]])``, as :func:`check_option`
     takes them."""
+    default_restarts: ClassVar[int] = 1
+    """Offline fits an :class:`~at2.tuner.AT2Tuner` runs from fresh initial weights by default,
+    keeping the best (:meth:`fit`'s last objective)."""
     model: AT2Surrogate
     grid: CurveGrid
     shift: float | Tensor = 0.0

@@ -83,6 +83,7 @@ class ExactEngine(Engine):
 
     name = "exact"
     options = {"fit_steps": (int, 0), "refit_steps": (int, 0), "lr": (float, 0)}
+    default_restarts = 4  # a fit takes seconds; see AT2Tuner's restarts
 
     def __init__(self, model: AT2Surrogate, grid: CurveGrid, fit_steps: int = 300,
                  refit_steps: int = 5, lr: float = 0.02) -> None:

@@ -18,9 +18,11 @@ rank of the configuration with the highest value observed so far: where it is be
 found good configurations and the posterior's recommendation passed them over; where both are
 poor, the loop did not train them. With several seeds an entry is the mean over seeds and pairs
 ± the standard error, over seeds, of the mean over pairs. ``--beta`` sets UCB's exploration
-weight (default 0.25). For a database with several profiles (HyperRec has two training seeds) a
-last reference row gives the rank of the configuration that is best when trained with another
-seed: the ranks a recommendation can be expected to carry from one training run to the next.
+weight (default 0.25) and ``--restarts`` the number of offline fits from fresh initial weights
+(default: the engine's, 4 exact, 1 variational). For a database with several profiles (HyperRec
+has two training seeds) a last reference row gives the rank of the configuration that is best
+when trained with another seed: the ranks a recommendation can be expected to carry from one
+training run to the next.
 
 With ``--diagnose`` it prints instead, per pair and seed, where the recommendations come from: at
 queries 10, 25 and 100 the Spearman correlation of each configuration's posterior best (highest
@@ -170,6 +172,8 @@ def main() -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--task-psd", choices=sorted(PSD_REPAIRS), default=DEFAULT_TASK_PSD)
     p.add_argument("--beta", type=float, default=0.25, help="UCB exploration weight")
+    p.add_argument("--restarts", type=int, help="offline fits from as many initial weight draws "
+                   "(default: the engine's)")
     p.add_argument("--warp", choices=sorted(WARP_CHOICES), default=DEFAULT_WARP,
                    help="model the metric through this transform (at2.warp)")
     p.add_argument("--every-target", action="store_true",
@@ -189,20 +193,20 @@ def main() -> None:
     options = parse_options(args.option)
     pairs = (every_target(db, len(db.pairs[0].sources), args.pair_seed) if args.every_target
              else db.pairs)
+
+    def make(db: Database, pair: Pair, seed: int) -> AT2Tuner:
+        return AT2Tuner(db, pair.sources, pair.target, engine=args.engine, seed=seed,
+                        engine_options=options, task_psd=args.task_psd, beta=args.beta,
+                        warp=args.warp, restarts=args.restarts, profile=args.profile)
+
     if args.diagnose:
         for k, pair in enumerate(pairs):
             for seed in args.seeds:
-                tuner = AT2Tuner(db, pair.sources, pair.target, engine=args.engine, seed=seed,
-                                 engine_options=options, task_psd=args.task_psd, beta=args.beta,
-                                 warp=args.warp, profile=args.profile)
-                lines = diagnose(tuner, args.budget)
+                lines = diagnose(make(db, pair, seed), args.budget)
                 print(f"pair {k} ({pair.target}), seed {seed}", *lines, sep="\n")  # noqa: T201
         return
     start = time.perf_counter()
-    at2 = run_ranks(lambda db, pair, seed: AT2Tuner(
-        db, pair.sources, pair.target, engine=args.engine, seed=seed, engine_options=options,
-        task_psd=args.task_psd, beta=args.beta, warp=args.warp, profile=args.profile),
-        db, pairs, args.seeds, args.budget, args.profile)
+    at2 = run_ranks(make, db, pairs, args.seeds, args.budget, args.profile)
     seconds = time.perf_counter() - start
     if args.save:
         np.savez(args.save, ranks=at2, targets=[pair.target for pair in pairs], seeds=args.seeds)
@@ -211,7 +215,8 @@ def main() -> None:
                        db, pairs, range(args.random_seeds), args.budget, args.profile)
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
     lines = [f"{db.name}, profile {args.profile}, budget {args.budget}, AT2 {args.engine} "
-             f"{options or ''} beta {args.beta} task_psd {args.task_psd} warp {args.warp} seeds "
+             f"{options or ''} beta {args.beta} task_psd {args.task_psd} warp {args.warp} restarts "
+             f"{args.restarts or 'default'} seeds "
              f"{args.seeds}; {len(pairs)} pairs in {seconds:.0f} s",
              "| method | " + " | ".join(f"q{c}" for c in checkpoints) + " |",
              "|---" * (len(checkpoints) + 1) + "|"]

@@ -82,6 +82,31 @@ def test_fit_starts_the_target_as_a_typical_source(tiny_db, engine, options):
     torch.testing.assert_close(means[-1], means[:-1].mean())
 
 
+@BOTH_ENGINES
+def test_restarts_keep_the_best_fit_of_several_draws(tiny_db, engine, options):
+    """The first draw is the one ``restarts=1`` fits; the kept engine is the best draw's."""
+    pair = tiny_db.pair(0)
+
+    def fitted(restarts):
+        tuner = AT2Tuner(tiny_db, pair.sources, pair.target, seed=5, engine=engine,
+                         engine_options=options, restarts=restarts)
+        tuner.prepare()
+        return tuner
+
+    one, three = fitted(1), fitted(3)
+    assert len(one.fit_objectives) == 1 and len(three.fit_objectives) == 3
+    assert three.fit_objectives[0] == one.fit_objectives[0]
+    assert len(set(three.fit_objectives)) == 3  # the draws differ
+    assert three.settings()["restarts"] == 3
+    same = [torch.equal(a, b) for a, b in zip(three.engine.model.parameters(),
+                                              one.engine.model.parameters())]
+    assert all(same) == (int(np.argmax(three.fit_objectives)) == 0)  # the first draw, or not
+    assert AT2Tuner(tiny_db, pair.sources, pair.target, engine=engine,
+                    engine_options=options).restarts == (4 if engine == "exact" else 1)
+    with pytest.raises(ValueError, match="option restarts=0: expected an integer"):
+        AT2Tuner(tiny_db, pair.sources, pair.target, engine=engine, restarts=0)
+
+
 def test_tell_rejects_out_of_order_unknown_and_missing_values(tiny_db):
     pair = tiny_db.pair(0)
     tuner = RandomTuner(tiny_db, pair.sources, pair.target)
@@ -210,6 +235,7 @@ def test_cli_writes_the_documented_record(tiny_db, tmp_path):
         assert len(result[key]) == 6
     assert result["fit_seconds"] > 0 and result["engine"] == "exact"
     assert result["task_psd"] == "nonnegative" and result["warp"] == "copula"
+    assert config["restarts"] == result["restarts"] == 4 and len(result["fit_objectives"]) == 4
     assert [int(r["recommended_rank"]) for r in rows] == result["recommended_rank"]
 
 
@@ -228,6 +254,7 @@ def test_cli_config_file_and_bad_input(tiny_db, tmp_path, caplog):
         (["--pair", "3"], "has 1 published pairs; got pair 3"),
         (["--pair", "0", "--option", "steps=3"], "unknown option(s) ['steps']"),
         (["--pair", "0", "--budget", "0"], "option budget=0: expected an integer in [1, inf]"),
+        (["--pair", "0", "--restarts", "0"], "option restarts=0: expected an integer in [1"),
         (["--pair", "0", "--option", "fit_steps=abc"],
          "option fit_steps='abc': expected an integer"),
         (["--pair", "0", "--engine", "variational", "--option", "momentum=2"],
