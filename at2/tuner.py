@@ -391,7 +391,7 @@ class AT2Tuner(SurrogateTuner):
         """
         self.fit_objectives = [(engine.fit(progress) or [-math.inf])[-1]
                                for engine in self._engines]
-        best = int(np.argmax(self.fit_objectives))
+        best = int(np.argmax(np.nan_to_num(self.fit_objectives, nan=-np.inf)))  # NaN: diverged
         self.engine, self._engines = self._engines[best], [self._engines[best]]
         if not self.observed.any():  # no target data moved its mean: start it as a typical source
             with torch.no_grad():
