@@ -378,8 +378,9 @@ class AT2Tuner(SurrogateTuner):
                          for model in models]
         self.engine = self._engines[0]
         """The inference engine; after :meth:`fit`, the restart with the best objective."""
-        self.fit_objectives: list[float] = []
-        """Each restart's objective per datum at the end of the offline fit."""
+        self.fit_objectives: list[float | None] = []
+        """Each restart's objective per datum at the end of the offline fit (None without fit
+        steps)."""
         if engine == "variational":  # record what the hardware decided (None: auto)
             self.engine_options["mixed_precision"] = self.engine.mixed_precision
 
@@ -389,17 +390,16 @@ class AT2Tuner(SurrogateTuner):
         Without target observations the target's constant mean gets no gradient; it then starts
         at the average fitted source mean (with the pinned epoch kernel, the value at epoch 0).
         """
-        self.fit_objectives = [(engine.fit(progress) or [-math.inf])[-1]
-                               for engine in self._engines]
-        best = int(np.argmax(np.nan_to_num(self.fit_objectives, nan=-np.inf)))  # NaN: diverged
+        self.fit_objectives = [(engine.fit(progress) or [None])[-1] for engine in self._engines]
+        scores = [-math.inf if v is None or math.isnan(v) else v for v in self.fit_objectives]
+        best = int(np.argmax(scores))  # None: no fit steps; NaN: diverged
         self.engine, self._engines = self._engines[best], [self._engines[best]]
         if not self.observed.any():  # no target data moved its mean: start it as a typical source
             with torch.no_grad():
                 means = self.engine.model.mean.constants
                 means[-1] = means[:-1].mean()
         log.info("%s engine fitted from %d initial draws (objective per datum %s), kept draw %d",
-                 self.engine.name, len(self.fit_objectives),
-                 ", ".join(f"{v:.3f}" for v in self.fit_objectives), best)
+                 self.engine.name, len(scores), ", ".join(f"{v:.3f}" for v in scores), best)
 
     def tell(self, config_id: int, epoch: int, value: float) -> None:
         self.warp.check(torch.tensor([float(value)], dtype=torch.float64), self.metric)

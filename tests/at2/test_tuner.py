@@ -107,6 +107,16 @@ def test_restarts_keep_the_best_fit_of_several_draws(tiny_db, engine, options):
         AT2Tuner(tiny_db, pair.sources, pair.target, engine=engine, restarts=0)
 
 
+def test_restarts_without_fit_steps_keep_the_first_draw(tiny_db):
+    pair = tiny_db.pair(0)
+    tuner = AT2Tuner(tiny_db, pair.sources, pair.target, restarts=2,
+                     engine_options={"fit_steps": 0, "refit_steps": 1})
+    first = tuner.engine
+    tuner.prepare()
+    assert tuner.fit_objectives == [None, None] and tuner.engine is first
+    json.dumps(tuner.settings(), allow_nan=False)  # result.json stays strict JSON
+
+
 def test_tell_rejects_out_of_order_unknown_and_missing_values(tiny_db):
     pair = tiny_db.pair(0)
     tuner = RandomTuner(tiny_db, pair.sources, pair.target)
