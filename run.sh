@@ -14,8 +14,9 @@
 #   AT2_DATA   the AT2 authors' data folder (default ../shared/data/at2)
 #   DATABASES PAIRS METHODS SEEDS BUDGET DEVICE WORKERS   comma lists / values for the flags
 #   RECORDS (default records)   REPORT (default report)
-# A finished record made with other settings (another budget, say) stops the sweep with an error
-# naming them (exit 2): give such runs their own RECORDS/--records directory.
+# A finished record made with other settings (another budget, or a method default changed since)
+# stops the sweep with an error naming them (exit 2): give such runs their own RECORDS/--records
+# directory, or move the old records away.
 # Exits non-zero if any trial failed, after listing them.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -6,7 +6,9 @@ writes ``records/<database>_<profile>_pair_<k>/<method>/seed_<s>/`` with ``confi
 resolved trial), ``queries.csv``, ``result.json`` (the schema of ``at2 tune``) and ``log.txt``.
 The trial runs in a temporary sibling directory that is renamed into place when complete, so a
 record directory that exists is finished (and is never recomputed), and an interrupted trial
-leaves only a temporary directory, removed when the trial runs again.
+leaves only a temporary directory, removed when the trial runs again. A finished record stands
+for a trial only if it was made with the same settings, the method's resolved defaults included:
+one made before a default changed is refused, not reused.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import logging
 import os
 import shutil
@@ -89,12 +92,24 @@ class Trial:
 
 
 RESUME_KEYS = ("pair", "method", "seed", "profile", "budget", "options")
-"""The settings a finished record must share with a trial to stand for it."""
+"""The settings of ``config.yaml`` a finished record must share with a trial to stand for it."""
+RUN_FACTS = frozenset({"device", "database_path", "fit_seconds", "fit_objectives"})
+"""Keys of ``result.json`` that say where and how a run went, not what it ran: a record made on
+another device, or from a database file since moved, stands for the same trial."""
 
 
-def finished(trial: Trial, out: str | Path) -> bool:
-    """Whether ``out`` holds the complete record of ``trial``. A complete record made with other
-    settings (a different budget, profile or options) is refused with a ``ValueError``:
+def make_tuner(trial: Trial, db: Database) -> Tuner:
+    """The trial's tuner, not yet fitted."""
+    pair = db.pair(trial.pair)
+    return METHODS[trial.method](db, pair.sources, pair.target, profile=trial.profile,
+                                 seed=trial.seed, device=trial.device, **trial.options)
+
+
+def finished(trial: Trial, out: str | Path, db: Database | None = None) -> bool:
+    """Whether ``out`` holds the complete record of ``trial`` (``db``: its database, opened if
+    not given). A complete record made with other settings (a different budget, profile or
+    options, or a method default that has changed since: the method's resolved settings in
+    ``result.json`` against those of the trial's tuner now) is refused with a ``ValueError``:
     skipping the trial would report a run that was not asked for, and rerunning it would
     overwrite one that was."""
     if not records.is_complete(out):
@@ -102,6 +117,13 @@ def finished(trial: Trial, out: str | Path) -> bool:
     stored = records.read_config(out)
     differs = [f"{key} {stored.get(key)!r} there, {getattr(trial, key)!r} now"
                for key in RESUME_KEYS if stored.get(key) != getattr(trial, key)]
+    if not differs:  # the same request: was it resolved the same way?
+        tuner = make_tuner(trial, db or Database.open(trial.database))
+        now = json.loads(json.dumps(tuner.settings()))  # as result.json holds them
+        result = records.read_result(out)
+        differs = [f"{key} {result.get(key)!r} there, {value!r} now"
+                   for key, value in now.items()
+                   if key not in RUN_FACTS and result.get(key) != value]
     if differs:
         raise ValueError(f"{out} holds a finished trial with other settings ({'; '.join(differs)});"
                          " record into another directory or move that one away")
@@ -112,7 +134,7 @@ def run_trial(trial: Trial, root: str | Path = "records", progress: bool = False
     """Run ``trial`` unless its record exists (:func:`finished`); return the record directory."""
     db = Database.open(trial.database)
     out = trial.directory(root, db.name)
-    if finished(trial, out):
+    if finished(trial, out, db):
         log.info("%s: finished before, skipped", out)
         return out
     for stale in [*out.parent.glob(f"{out.name}.tmp-*"), out]:  # leftovers of a killed run
@@ -126,8 +148,7 @@ def run_trial(trial: Trial, root: str | Path = "records", progress: bool = False
     root_logger.addHandler(handler)
     try:
         pair = db.pair(trial.pair)
-        tuner = METHODS[trial.method](db, pair.sources, pair.target, profile=trial.profile,
-                                      seed=trial.seed, device=trial.device, **trial.options)
+        tuner = make_tuner(trial, db)
         log.info("%s: %s on %s -> %s", out, trial.method, ",".join(pair.sources), pair.target)
         records.write_config(tmp, {**dataclasses.asdict(trial), "database_name": db.name,
                                    "sources": list(pair.sources), "target": pair.target,

@@ -82,8 +82,9 @@ def run_sweep(todo: Sequence[Trial], root: str | Path, *, workers: int | None = 
               backend: str = "process", address: str | None = None) -> list[tuple[Trial, str]]:
     """Run ``todo`` (skipping finished trials); returns the failed ones with their error."""
     root = str(root)
-    names = {path: Database.open(path).name for path in {t.database for t in todo}}
-    pending = [t for t in todo if not finished(t, t.directory(root, names[t.database]))]
+    dbs = {path: Database.open(path) for path in {t.database for t in todo}}
+    pending = [t for t in todo
+               if not finished(t, t.directory(root, dbs[t.database].name), dbs[t.database])]
     log.info("%d trials, %d already finished", len(todo), len(todo) - len(pending))
     workers = max(1, min(workers or os.cpu_count() or 1, len(pending) or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)

@@ -80,3 +80,15 @@ def test_bad_input_is_refused_before_running(tiny_db, tmp_path, caplog):
                  "--records", str(tmp_path), "-q"]) == 1
     assert "pair" in caplog.text
     assert not list(tmp_path.glob("*/*/seed_0"))
+
+
+def test_record_made_under_other_defaults_is_refused(tiny_db, tmp_path):
+    done = run_trial(trial(tiny_db, "hyperband"), tmp_path)
+    path = done / "result.json"
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "device": "cuda", "database_path": "/elsewhere.h5"}))
+    assert run_trial(trial(tiny_db, "hyperband"), tmp_path) == done  # where it ran: the same trial
+    path.write_text(json.dumps({**result, "eta": 2}))  # as if the default was 2 when it ran
+    with pytest.raises(ValueError, match="other settings \\(eta 2 there, 3 now\\)"):
+        run_trial(trial(tiny_db, "hyperband"), tmp_path)
+    assert json.loads(path.read_text())["eta"] == 2  # refused, not overwritten
