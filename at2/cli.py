@@ -32,12 +32,13 @@ ERRORS = (DatabaseError, KeyError, IndexError, ValueError, OSError)
 TUNE_DEFAULTS: dict[str, Any] = {
     "database": None, "source": None, "target": None, "pair": None, "profile": 0,
     "metric": DEFAULT_METRIC, "budget": 100, "engine": "exact", "beta": 0.25,
-    "task_psd": DEFAULT_TASK_PSD, "warp": DEFAULT_WARP, "restarts": None, "seed": 0,
+    "task_psd": DEFAULT_TASK_PSD, "warp": DEFAULT_WARP, "restarts": None, "offset": None, "seed": 0,
     "device": "auto", "engine_options": {}, "out": None, "live": None, "final_epochs": None,
     "autohyper": False,
 }
 _NUMBERS = {"pair": (int, 0), "profile": (int, 0), "budget": (int, 1), "beta": (float, 0),
-            "seed": (int,), "final_epochs": (int, 1), "autohyper": (bool,), "restarts": (int, 1)}
+            "seed": (int,), "final_epochs": (int, 1), "autohyper": (bool,), "restarts": (int, 1),
+            "offset": (float, 0)}
 """How :func:`resolve_tune_config` checks the numeric and boolean keys (``check_option``)."""
 
 
@@ -71,7 +72,7 @@ def resolve_tune_config(args: argparse.Namespace) -> dict[str, Any]:
     config.update({k: v for k, v in vars(args).items() if k in TUNE_DEFAULTS and v is not None})
     for key, value in config.items():  # a --config file can hold anything: check every type
         if key in _NUMBERS:
-            if not (value is None and key in ("pair", "final_epochs", "restarts")):  # not given
+            if not (value is None and key in ("pair", "final_epochs", "restarts", "offset")):
                 check_option(key, value, *_NUMBERS[key])
         elif key == "engine_options":
             if not isinstance(value, dict):
@@ -122,8 +123,8 @@ def tune_live_command(config: dict[str, Any], progress: bool = True) -> LiveResu
                        autohyper=config["autohyper"], engine=config["engine"],
                        engine_options=config["engine_options"], beta=config["beta"],
                        task_psd=config["task_psd"], warp=config["warp"],
-                       restarts=config["restarts"], seed=config["seed"], device=device,
-                       progress=progress)
+                       restarts=config["restarts"], offset=config["offset"], seed=config["seed"],
+                       device=device, progress=progress)
     records.write_atomic(out / records.LIVE_FILE, json.dumps(result.summary(), indent=1))
     return result
 
@@ -136,13 +137,14 @@ def tune(config: dict[str, Any], progress: bool = True) -> TuningResult | LiveRe
     tuner = AT2Tuner(db, config["source"], config["target"], engine=config["engine"],
                      beta=config["beta"], engine_options=config["engine_options"],
                      task_psd=config["task_psd"], warp=config["warp"],
-                     restarts=config["restarts"], profile=config["profile"],
+                     restarts=config["restarts"], offset=config["offset"],
+                     profile=config["profile"],
                      metric=config["metric"], seed=config["seed"], device=config["device"])
     out = Path(config["out"])
     records.write_config(out, {**config, "device": str(tuner.device),
                                "engine_options": tuner.engine_options,  # as resolved
                                "warp": tuner.warp_name, "restarts": tuner.restarts,
-                               "torch": str(torch.__version__)})
+                               "offset": tuner.offset, "torch": str(torch.__version__)})
     result = tuner.tune(config["budget"], progress=progress)
     records.write_result(out, result)
     ranks = result.series("recommended_rank")
@@ -213,6 +215,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--restarts", type=int,
                    help="offline fits from as many initial weight draws, the best kept; "
                         "default 4 (exact), 1 (variational)")
+    t.add_argument("--offset", type=float,
+                   help="variance of the target's own offset per configuration, as a fraction "
+                        "of its prior variance; default 0.05 (exact), 0 (variational)")
     t.add_argument("--seed", type=int, help="seed of the run; default 0")
     t.add_argument("--device", help="auto (default), cpu or cuda")
     t.add_argument("--option", action="append", metavar="KEY=VALUE",

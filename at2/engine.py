@@ -30,6 +30,11 @@ class Engine(ABC):
     default_restarts: ClassVar[int] = 1
     """Offline fits an :class:`~at2.tuner.AT2Tuner` runs from fresh initial weights by default,
     keeping the best (:meth:`fit`'s last objective)."""
+    models_offset: ClassVar[bool] = True
+    """Whether the engine models the target's own offset per configuration
+    (:class:`~at2.offset_kernel.ConfigurationOffsetKernel`)."""
+    default_offset: ClassVar[float] = 0.0
+    """That offset's fraction an :class:`~at2.tuner.AT2Tuner` gives the model by default."""
     model: AT2Surrogate
     grid: CurveGrid
     shift: float | Tensor = 0.0
@@ -46,6 +51,14 @@ class Engine(ABC):
                              f"{sorted(cls.options)}")
         for name, value in options.items():
             check_option(name, value, *cls.options[name])
+
+    @classmethod
+    def check_offset(cls, fraction: Any) -> None:
+        """Raise ``ValueError`` unless ``fraction`` is a valid offset fraction for the engine."""
+        check_option("offset", fraction, float, 0)
+        if fraction > 0 and not cls.models_offset:
+            raise ValueError(f"the {cls.name} engine does not model the target's own offset per "
+                             f"configuration: use offset=0, or another engine")
 
     @abstractmethod
     def fit(self, progress: bool = False) -> list[float]:

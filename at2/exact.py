@@ -11,9 +11,11 @@ whitened task factor ``K~ = D^-1/2 K_SS D^-1/2``. With the eigendecompositions o
 ``A^-1`` and ``log det A`` come from the ``S C E`` eigenvalue products; a solve is three mode-wise
 products. The m target cells enter through the m x m Schur complement
 ``S = K_tt + s2_t I - B' A^-1 B``, whose columns ``B[:, j] = k_tS (x) K_C[:, c_j] (x) K_E[:, e_j]``
-are Kronecker vectors as well. The m cells belong to p <= m configurations (a few when the loop
-trains some configurations for many epochs), so ``B' A^-1 B`` is formed from one E-vector per pair
-of them (p^2 C E + m^2 E operations instead of m^2 C E). The marginal likelihood, the posterior
+are Kronecker vectors as well; the target's own offset per configuration
+(:class:`~at2.offset_kernel.ConfigurationOffsetKernel`) adds to ``K_tt`` only. The m cells belong
+to p <= m configurations (a few when the loop trains some configurations for many epochs), so
+``B' A^-1 B`` is formed from one E-vector per pair of them (p^2 C E + m^2 E operations instead of
+m^2 C E). The marginal likelihood, the posterior
 mean and the variance over all C x E target cells follow from the same pieces without ever forming
 a matrix larger than ``m x C x E``; everything is differentiable, so hyper-parameters are fitted by
 maximising the exact marginal likelihood with torch optimisers.
@@ -51,6 +53,8 @@ class _Solve:
     logdet: Tensor  # log det K
     k_tS: Tensor  # (S,) target-source task covariances, whitened by the sources' noise
     k_tt: Tensor  # target task variance
+    rows_t: Tensor  # (m, D + 2) model input rows of the target's observed cells
+    offset: Tensor  # (m, m) the target's own offsets between them
     mean_t: Tensor  # target constant mean
     K_C: Tensor  # (C, C)
     K_E: Tensor  # (E, E)
@@ -84,6 +88,7 @@ class ExactEngine(Engine):
     name = "exact"
     options = {"fit_steps": (int, 0), "refit_steps": (int, 0), "lr": (float, 0)}
     default_restarts = 4  # a fit takes seconds; see AT2Tuner's restarts
+    default_offset = 0.05  # see AT2Tuner's offset
 
     def __init__(self, model: AT2Surrogate, grid: CurveGrid, fit_steps: int = 300,
                  refit_steps: int = 5, lr: float = 0.02) -> None:
@@ -157,7 +162,9 @@ class ExactEngine(Engine):
         u_e = U_E[e]
         left = V.index_select(0, group) * u_e[:, None, :]  # (m, p, E)
         BtAB = (left.index_select(1, group) * u_e[None, :, :]).sum(-1)
-        schur = k_tt * K_C[c][:, c] * K_E[e][:, e] - BtAB + noise[-1] * torch.eye(
+        rows_t = grid.inputs(S, c, e)
+        offset = model.offset_kernel.forward(rows_t, rows_t, task_matrix=K_T)
+        schur = k_tt * K_C[c][:, c] * K_E[e][:, e] + offset - BtAB + noise[-1] * torch.eye(
             m, dtype=W.dtype, device=W.device)
         chol = torch.linalg.cholesky(schur)
         mean_t = means[-1]
@@ -166,8 +173,8 @@ class ExactEngine(Engine):
         quad = quad + residual @ beta
         logdet = logdet + 2 * torch.log(torch.diagonal(chol)).sum()
         return _Solve(S * C * E + m, K_T, means, root, Q_T, Q_C, Q_E, W, alpha, quad, logdet, k_tS,
-                      k_tt, mean_t, K_C, K_E, U_C, U_E, W_t, alpha_t, (c, e), configs, group,
-                      chol, beta)
+                      k_tt, rows_t, offset, mean_t, K_C, K_E, U_C, U_E, W_t, alpha_t, (c, e),
+                      configs, group, chol, beta)
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -186,12 +193,16 @@ class ExactEngine(Engine):
         u = s.U_C[s.configs]
         Z = ((u[:, None, :] * s.U_C[None, :, :]).reshape(p * C, C) @ s.W_t).view(p, C * E)
         H = (Z.index_select(0, s.group).view(-1, C, E) * s.U_E[e][:, None, :]) @ s.U_E.mT
-        k_t = s.k_tt * s.K_C[c][:, :, None] * s.K_E[e][:, None, :]  # target-target cross
+        first = torch.zeros(C, dtype=torch.long, device=c.device)  # any epoch: offsets are flat
+        configs = self.grid.inputs(self.grid.target, torch.arange(C, device=c.device), first)
+        own = self.model.offset_kernel.forward(s.rows_t, configs, task_matrix=s.K_T)  # (m, C)
+        k_t = s.k_tt * s.K_C[c][:, :, None] * s.K_E[e][:, None, :] + own[:, :, None]
         w = H - k_t
         mean = s.mean_t + s.K_C @ s.alpha_t @ s.K_E - torch.einsum("j,jce->ce", s.beta, w)
         source_part = (s.U_C**2) @ s.W_t @ (s.U_E**2).mT
         v = torch.linalg.solve_triangular(s.chol, w.flatten(1), upper=False)
-        prior = s.k_tt * torch.diagonal(s.K_C)[:, None] * torch.diagonal(s.K_E)[None, :]
+        prior = (s.k_tt * torch.diagonal(s.K_C)[:, None] * torch.diagonal(s.K_E)[None, :]
+                 + self.model.offset_kernel.variance(s.K_T))
         var = prior - source_part - (v**2).sum(0).view_as(prior)
         return mean, var.clamp_min(1e-12)
 
@@ -223,11 +234,14 @@ class ExactEngine(Engine):
         R = torch.einsum("...qi,i,iab->...qab", u_T, u_target, s.W) * (
             u_C.unsqueeze(-1) * u_E.unsqueeze(-2))
         H = ((R @ s.U_E[e].mT) * s.U_C[c].mT).sum(-2)  # (..., q, m)
-        w = H - k_task[..., -1:] * k_c[..., c] * k_e[..., e]
+        own = model.offset_kernel
+        w = (H - k_task[..., -1:] * k_c[..., c] * k_e[..., e]
+             - own.forward(X, s.rows_t, task_matrix=s.K_T))
         mean = s.means[task] + source_mean - w @ s.beta
 
         prior = (s.K_T[task.unsqueeze(-1), task.unsqueeze(-2)]
-                 * model.config_kernel.forward(x, x) * model.epoch_kernel.forward(t, t))
+                 * model.config_kernel.forward(x, x) * model.epoch_kernel.forward(t, t)
+                 + own.forward(X, X, task_matrix=s.K_T))
         pair_C = u_C.unsqueeze(-2) * u_C.unsqueeze(-3)  # (..., q, q, C)
         pair_E = u_E.unsqueeze(-2) * u_E.unsqueeze(-3)
         per_task = torch.einsum("...pqa,iab,...pqb->...pqi", pair_C, s.W, pair_E)

@@ -36,7 +36,7 @@ from hyperrec.spaces import with_learning_rate
 
 from .autohyper.lr import AutoHyperResult, find_initial_lr, make_epoch_trainer
 from .task_kernel import DEFAULT_TASK_PSD
-from .tuner import AT2Tuner, check_engine
+from .tuner import ENGINES, AT2Tuner, check_engine
 from .warp import DEFAULT_WARP
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,8 @@ def tune_live(database: str | Path, sources: Sequence[str], task: TaskSpec, *, b
               autohyper_options: Mapping[str, Any] | None = None, engine: str = "exact",
               engine_options: Mapping[str, Any] | None = None, beta: float = 0.25,
               task_psd: str = DEFAULT_TASK_PSD, warp: str = DEFAULT_WARP,
-              restarts: int | None = None, seed: int = 0, device: str = "cpu",
-              progress: bool = True) -> LiveResult:
+              restarts: int | None = None, offset: float | None = None, seed: int = 0,
+              device: str = "cpu", progress: bool = True) -> LiveResult:
     """Tune ``task`` live with AT2 (``sources`` from ``database``), then train the
     recommendation for ``final_epochs`` (default: the database's epochs). Checkpoints go to
     ``out/runs`` (queries) and ``out/final``; the target's queried epochs are written to the
@@ -97,14 +97,16 @@ def tune_live(database: str | Path, sources: Sequence[str], task: TaskSpec, *, b
     for name, value in (("final_epochs", final_epochs), ("restarts", restarts)):
         if value is not None:
             check_option(name, value, int, 1)
+    if offset is not None:
+        ENGINES[engine].check_offset(offset)
     db = Database.open(database)
     check_option("budget", budget, int, 0, len(db.configs) * db.epochs)  # the target's cells
     plan = plan_build(database, task, seeds=1, epochs=db.epochs, device=device)
     db = Database.open(database)
     configs = {r.config_id: r.config for r in plan.runs}
     tuner = AT2Tuner(db, sources, task.name, engine=engine, engine_options=engine_options,
-                     beta=beta, task_psd=task_psd, warp=warp, restarts=restarts, seed=seed,
-                     device=device)
+                     beta=beta, task_psd=task_psd, warp=warp, restarts=restarts, offset=offset,
+                     seed=seed, device=device)
     result = LiveResult(warp=tuner.warp_name)
     tuner.prepare(progress)
     for index in tqdm(range(1, budget + 1), desc=f"live {task.name}", disable=not progress):

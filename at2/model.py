@@ -1,5 +1,5 @@
-"""The AT2 surrogate: per-task constant mean, covariance task x deep x epoch, Gaussian noise
-(one variance per task).
+"""The AT2 surrogate: per-task constant mean, covariance task x deep x epoch (plus, optionally,
+the target's own offset per configuration), Gaussian noise (one variance per task).
 
 Inputs of the full model are rows ``x = [task index, configuration encoding (D), t]`` with ``t`` the
 epoch scaled to (0, 1]; ``AT2Surrogate.covar_module`` is the product kernel over those columns.
@@ -31,6 +31,7 @@ from hyperrec.space import SearchSpace
 
 from .deep_kernel import DeepPolynomialKernel
 from .epoch_kernel import FreezeThawKernel
+from .offset_kernel import ConfigurationOffsetKernel
 from .task_kernel import DEFAULT_TASK_PSD, TaskSimilarityKernel, set_constrained
 
 
@@ -165,13 +166,17 @@ class AT2Surrogate(nn.Module):
         num_tasks: T, sources plus target (the target last).
         task_psd: How the task kernel's matrix is made PSD (:class:`TaskSimilarityKernel`'s
             ``psd``; default ``"nonnegative"``).
+        offset: The variance of the target's own offset per configuration, as a fraction of its
+            prior variance (:class:`ConfigurationOffsetKernel`, added to the product kernel on
+            the target's cells; default 0, the paper's model).
     """
 
     def __init__(self, space: SearchSpace, num_tasks: int,
-                 task_psd: str = DEFAULT_TASK_PSD) -> None:
+                 task_psd: str = DEFAULT_TASK_PSD, offset: float = 0.0) -> None:
         super().__init__()
         self.space = space
         self.task_kernel = TaskSimilarityKernel(num_tasks, psd=task_psd)
+        self.offset_kernel = ConfigurationOffsetKernel(offset)
         self.config_kernel = DeepPolynomialKernel(space)
         self.epoch_kernel = FreezeThawKernel()
         self.mean = TaskConstantMean(num_tasks)

@@ -175,6 +175,7 @@ class VariationalEngine(Engine):
     """
 
     name = "variational"
+    models_offset = False
     options = {"inducing": (int, 1), "epochs": (int, 0), "refit_epochs": (int, 0),
                "lr": (float, 0), "momentum": (float, 0, 1), "warmup_ratio": (float, 0, 1),
                "batch_size": (int, 1), "seed": (int,), "mixed_precision": (bool,)}
@@ -187,6 +188,7 @@ class VariationalEngine(Engine):
                             "lr": lr, "momentum": momentum, "warmup_ratio": warmup_ratio,
                             "batch_size": batch_size, "seed": seed,
                             "mixed_precision": mixed_precision})
+        self.check_offset(model.offset_kernel.fraction)
         self.model = model.to(device=grid.values.device, dtype=grid.values.dtype)
         self.shift, self.scale = _standardisation(grid.values[grid.observed])
         with torch.no_grad():  # the model arrives in data units (AT2Surrogate.initialize_from)

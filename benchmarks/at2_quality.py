@@ -18,11 +18,12 @@ rank of the configuration with the highest value observed so far: where it is be
 found good configurations and the posterior's recommendation passed them over; where both are
 poor, the loop did not train them. With several seeds an entry is the mean over seeds and pairs
 ± the standard error, over seeds, of the mean over pairs. ``--beta`` sets UCB's exploration
-weight (default 0.25) and ``--restarts`` the number of offline fits from fresh initial weights
-(default: the engine's, 4 exact, 1 variational). For a database with several profiles (HyperRec
-has two training seeds) a last reference row gives the rank of the configuration that is best
-when trained with another seed: the ranks a recommendation can be expected to carry from one
-training run to the next.
+weight (default 0.25), ``--restarts`` the number of offline fits from fresh initial weights
+(default: the engine's, 4 exact, 1 variational) and ``--offset`` the target's own offset per
+configuration (default: the engine's, 0.05 exact, 0 variational). For a database with several
+profiles (HyperRec has two training seeds) a last reference row gives the rank of the
+configuration that is best when trained with another seed: the ranks a recommendation can be
+expected to carry from one training run to the next.
 
 With ``--diagnose`` it prints instead, per pair and seed, where the recommendations come from: at
 queries 10, 25 and 100 the Spearman correlation of each configuration's posterior best (highest
@@ -174,6 +175,8 @@ def main() -> None:
     p.add_argument("--beta", type=float, default=0.25, help="UCB exploration weight")
     p.add_argument("--restarts", type=int, help="offline fits from as many initial weight draws "
                    "(default: the engine's)")
+    p.add_argument("--offset", type=float, help="the target's own offset per configuration, as a "
+                   "fraction of its prior variance (default: the engine's)")
     p.add_argument("--warp", choices=sorted(WARP_CHOICES), default=DEFAULT_WARP,
                    help="model the metric through this transform (at2.warp)")
     p.add_argument("--every-target", action="store_true",
@@ -197,7 +200,8 @@ def main() -> None:
     def make(db: Database, pair: Pair, seed: int) -> AT2Tuner:
         return AT2Tuner(db, pair.sources, pair.target, engine=args.engine, seed=seed,
                         engine_options=options, task_psd=args.task_psd, beta=args.beta,
-                        warp=args.warp, restarts=args.restarts, profile=args.profile)
+                        warp=args.warp, restarts=args.restarts, offset=args.offset,
+                        profile=args.profile)
 
     if args.diagnose:
         for k, pair in enumerate(pairs):
@@ -216,7 +220,8 @@ def main() -> None:
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
     lines = [f"{db.name}, profile {args.profile}, budget {args.budget}, AT2 {args.engine} "
              f"{options or ''} beta {args.beta} task_psd {args.task_psd} warp {args.warp} restarts "
-             f"{args.restarts or 'default'} seeds "
+             f"{args.restarts or 'default'} offset "
+             f"{'default' if args.offset is None else args.offset} seeds "
              f"{args.seeds}; {len(pairs)} pairs in {seconds:.0f} s",
              "| method | " + " | ".join(f"q{c}" for c in checkpoints) + " |",
              "|---" * (len(checkpoints) + 1) + "|"]

@@ -27,22 +27,36 @@ def small_grid(T=4, C=6, E=5, seed=1) -> CurveGrid:
     return CurveGrid(values, encodings, [f"t{i}" for i in range(T)], list(range(C)))
 
 
-def model_for(grid: CurveGrid) -> AT2Surrogate:
+def model_for(grid: CurveGrid, offset: float = 0.0) -> AT2Surrogate:
     torch.manual_seed(0)
-    model = AT2Surrogate(hyperrec_space(), grid.shape[0])
+    model = AT2Surrogate(hyperrec_space(), grid.shape[0], offset=offset)
     model.initialize_from(grid)
     model.likelihood.noise = torch.tensor([1e-3, 2e-3, 5e-4, 3e-3], dtype=torch.float64)
     return model
 
 
+def all_rows(grid: CurveGrid) -> torch.Tensor:
+    """Model input rows of every cell, task-major (the order of the Kronecker product)."""
+    T, C, E = grid.shape
+    return torch.cat([grid.inputs(task, torch.arange(C).repeat_interleave(E),
+                                  torch.arange(E).repeat(C)) for task in range(T)])
+
+
+def dense_covariance(model: AT2Surrogate, grid: CurveGrid) -> torch.Tensor:
+    """The prior covariance of every cell: the Kronecker product plus the target's offsets."""
+    t = grid.t.unsqueeze(-1)
+    K_T = model.task_kernel.matrix()
+    rows = all_rows(grid)
+    return (torch.kron(torch.kron(K_T, model.config_kernel.forward(grid.encodings, grid.encodings)),
+                       model.epoch_kernel.forward(t, t))
+            + model.offset_kernel.forward(rows, rows, task_matrix=K_T))
+
+
 def dense_reference(model: AT2Surrogate, grid: CurveGrid):
-    """The same GP by brute force: the full Kronecker covariance restricted to observed cells."""
+    """The same GP by brute force: the full covariance restricted to observed cells."""
     T, C, E = grid.shape
     with torch.no_grad():
-        t = grid.t.unsqueeze(-1)
-        K = torch.kron(torch.kron(model.task_kernel.matrix(),
-                                  model.config_kernel.forward(grid.encodings, grid.encodings)),
-                       model.epoch_kernel.forward(t, t))
+        K = dense_covariance(model, grid)
         obs = grid.observed.flatten()
         mu = model.mean.constants.repeat_interleave(C * E)
         noise = model.likelihood.noise.repeat_interleave(C * E)
@@ -68,10 +82,11 @@ def one_epoch_each(grid: CurveGrid) -> CurveGrid:
     return CurveGrid(values, grid.encodings, grid.tasks, grid.config_ids)
 
 
+@pytest.mark.parametrize("offset", [0.0, 0.3])
 @pytest.mark.parametrize("cells", ["some configurations", "one epoch each"])
-def test_exact_engine_equals_the_dense_gp(cells):
+def test_exact_engine_equals_the_dense_gp(cells, offset):
     grid = small_grid() if cells == "some configurations" else one_epoch_each(small_grid())
-    model = model_for(grid)
+    model = model_for(grid, offset)
     engine = ExactEngine(model, grid)
     model.task_kernel.update(grid.values, grid.observed)
     mll, mean, var, _ = dense_reference(model, grid)
@@ -82,18 +97,29 @@ def test_exact_engine_equals_the_dense_gp(cells):
     torch.testing.assert_close(v, var)
 
 
-def test_exact_likelihood_gradients_equal_the_dense_ones():
+def test_offset_adds_its_variance_to_every_target_cell_a_priori():
     grid = small_grid()
-    model = model_for(grid)
+    grid.values[-1] = float("nan")
+    variances = []
+    for offset in (0.0, 0.2):
+        model = model_for(grid, offset)
+        model.task_kernel.update(grid.values, grid.observed)
+        variances.append(ExactEngine(model, grid).posterior_grid()[1])
+    k_tt = model.task_kernel.matrix()[-1, -1].detach()
+    torch.testing.assert_close(variances[1] - variances[0], torch.full_like(variances[0],
+                                                                            0.2 * k_tt))
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.3])
+def test_exact_likelihood_gradients_equal_the_dense_ones(offset):
+    grid = small_grid()
+    model = model_for(grid, offset)
     engine = ExactEngine(model, grid)
     model.task_kernel.update(grid.values, grid.observed)
     params = [p for p in model.parameters() if p.requires_grad]
     fast = torch.autograd.grad(engine._solve().mll(), params, allow_unused=True)
     T, C, E = grid.shape
-    t = grid.t.unsqueeze(-1)
-    K = torch.kron(torch.kron(model.task_kernel.matrix(),
-                              model.config_kernel.forward(grid.encodings, grid.encodings)),
-                   model.epoch_kernel.forward(t, t))
+    K = dense_covariance(model, grid)
     obs = grid.observed.flatten()
     mu = model.mean.constants.repeat_interleave(C * E)[obs]
     cov = K[obs][:, obs] + torch.diag(model.likelihood.noise.repeat_interleave(C * E)[obs])
@@ -104,9 +130,10 @@ def test_exact_likelihood_gradients_equal_the_dense_ones():
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
 
 
-def test_exact_pointwise_posterior_equals_the_dense_gp_anywhere():
+@pytest.mark.parametrize("offset", [0.0, 0.3])
+def test_exact_pointwise_posterior_equals_the_dense_gp_anywhere(offset):
     grid = small_grid()
-    model = model_for(grid)
+    model = model_for(grid, offset)
     engine = ExactEngine(model, grid)
     model.task_kernel.update(grid.values, grid.observed)
     _, _, _, (K, obs, L, alpha, mu) = dense_reference(model, grid)
@@ -115,19 +142,22 @@ def test_exact_pointwise_posterior_equals_the_dense_gp_anywhere():
     X = torch.stack([torch.cat([torch.tensor([float(task)], dtype=torch.float64), new[c],
                                 torch.tensor([t], dtype=torch.float64)])
                      for task, c, t in [(3, 0, 0.5), (3, 1, 0.93), (1, 2, 0.3), (0, 0, 1.0)]])
-    T, C, E = grid.shape
-    rows = torch.cat([grid.inputs(task, torch.arange(C).repeat_interleave(E),
-                                  torch.arange(E).repeat(C)) for task in range(T)])
+    X = torch.cat([X, grid.inputs(3, torch.tensor([0, 5]), torch.tensor([4, 1]))])  # observed ones
+    rows = all_rows(grid)
     with torch.no_grad():
-        cross = model.covar_module.forward(X, rows)[:, obs]
+        K_T = model.task_kernel.matrix()
+        def k(a, b):
+            return (model.covar_module.forward(a, b)
+                    + model.offset_kernel.forward(a, b, task_matrix=K_T))
+        cross = k(X, rows)[:, obs]
         mean = model.mean.constants[X[:, 0].long()] + cross @ alpha
         v = torch.linalg.solve_triangular(L, cross.T, upper=False)
-        cov = model.covar_module.forward(X, X) - v.T @ v
+        cov = k(X, X) - v.T @ v
     post = engine.predict(X)
     torch.testing.assert_close(post.mean.detach(), mean)
     torch.testing.assert_close(post.covariance_matrix.detach(), cov)
-    batched = engine.predict(X.reshape(2, 2, -1))
-    assert batched.mean.shape == (2, 2) and batched.covariance_matrix.shape == (2, 2, 2)
+    batched = engine.predict(X.reshape(3, 2, -1))
+    assert batched.mean.shape == (3, 2) and batched.covariance_matrix.shape == (3, 2, 2)
 
 
 def test_product_kernel_on_grid_equals_it_on_rows():

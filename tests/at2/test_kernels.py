@@ -4,6 +4,7 @@ import torch
 
 from at2.deep_kernel import DeepPolynomialKernel
 from at2.epoch_kernel import FreezeThawKernel
+from at2.offset_kernel import ConfigurationOffsetKernel
 from at2.task_kernel import PSD_REPAIRS, TaskSimilarityKernel, low_fidelity_distance
 from hyperrec.spaces import hyperrec_space, lcbench_space
 from tests.hyperrec.test_space import nested_space
@@ -131,3 +132,23 @@ def test_deep_kernel_on_any_space(make_space, dtype):
     assert kernel.raw_offset.grad.abs() > 0
     if space.categorical:
         assert kernel.features.embeddings[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_offset_kernel_is_the_targets_own_constant_per_configuration(dtype):
+    """Rows [task, encoding (2), t] of 3 tasks; the target is task 2."""
+    task_matrix = torch.tensor([[1.0, 0.5, 0.2], [0.5, 2.0, 0.3], [0.2, 0.3, 4.0]], dtype=dtype)
+    rows = torch.tensor([[2, 0.1, 0.7, 0.2], [2, 0.1, 0.7, 1.0], [2, 0.3, 0.7, 0.2],
+                         [1, 0.1, 0.7, 0.2], [2, 0.3, 0.7, 0.6]], dtype=dtype)
+    kernel = ConfigurationOffsetKernel(0.25)
+    k = kernel.forward(rows, rows, task_matrix=task_matrix)
+    v = 0.25 * 4.0  # the fraction of the target's prior variance
+    same = [[1, 1, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 1], [0] * 5, [0, 0, 1, 0, 1]]
+    torch.testing.assert_close(k, v * torch.tensor(same, dtype=dtype))
+    assert torch.linalg.eigvalsh(k).min() > -1e-6  # PSD
+    torch.testing.assert_close(kernel.forward(rows, rows, diag=True, task_matrix=task_matrix),
+                               torch.diagonal(k))
+    assert kernel.forward(rows[None], rows[:2], task_matrix=task_matrix).shape == (1, 5, 2)
+    assert not ConfigurationOffsetKernel().forward(rows, rows, task_matrix=task_matrix).any()
+    with pytest.raises(ValueError, match="offset fraction must be >= 0"):
+        ConfigurationOffsetKernel(-0.1)

@@ -107,6 +107,28 @@ def test_restarts_keep_the_best_fit_of_several_draws(tiny_db, engine, options):
         AT2Tuner(tiny_db, pair.sources, pair.target, engine=engine, restarts=0)
 
 
+def test_offset_defaults_per_engine_and_moves_an_observed_configuration(tiny_db):
+    """The exact engine's default is 0.05, the variational engine's 0 (it refuses others); a
+    configuration observed above the sources' mixture is predicted higher at its unobserved
+    epochs with the offset than without."""
+    pair = tiny_db.pair(0)
+    exact = AT2Tuner(tiny_db, pair.sources, pair.target, engine_options={"fit_steps": 0})
+    assert exact.offset == exact.settings()["offset"] == 0.05
+    assert AT2Tuner(tiny_db, pair.sources, pair.target, engine="variational").offset == 0
+    with pytest.raises(ValueError, match="variational engine does not model the target's own"):
+        AT2Tuner(tiny_db, pair.sources, pair.target, engine="variational", offset=0.05)
+    means = []
+    for offset in (0.0, 0.5):
+        tuner = AT2Tuner(tiny_db, pair.sources, pair.target, offset=offset, warp="none",
+                         engine_options={"fit_steps": 0, "refit_steps": 0})
+        tuner.prepare()
+        before = tuner.posterior()[0][0, 3:]
+        for epoch in (1, 2, 3):
+            tuner.tell(tuner.grid.config_ids[0], epoch, float(before.max()) + 0.5)
+        means.append(tuner.posterior()[0][0, 3:])
+    assert (means[1] > means[0]).all()
+
+
 def test_restarts_without_fit_steps_keep_the_first_draw(tiny_db):
     pair = tiny_db.pair(0)
     tuner = AT2Tuner(tiny_db, pair.sources, pair.target, restarts=2,
@@ -246,6 +268,7 @@ def test_cli_writes_the_documented_record(tiny_db, tmp_path):
     assert result["fit_seconds"] > 0 and result["engine"] == "exact"
     assert result["task_psd"] == "nonnegative" and result["warp"] == "copula"
     assert config["restarts"] == result["restarts"] == 4 and len(result["fit_objectives"]) == 4
+    assert config["offset"] == result["offset"] == 0.05
     assert [int(r["recommended_rank"]) for r in rows] == result["recommended_rank"]
 
 
@@ -265,6 +288,9 @@ def test_cli_config_file_and_bad_input(tiny_db, tmp_path, caplog):
         (["--pair", "0", "--option", "steps=3"], "unknown option(s) ['steps']"),
         (["--pair", "0", "--budget", "0"], "option budget=0: expected an integer in [1, inf]"),
         (["--pair", "0", "--restarts", "0"], "option restarts=0: expected an integer in [1"),
+        (["--pair", "0", "--offset", "-1"], "option offset=-1.0: expected a number in [0"),
+        (["--pair", "0", "--engine", "variational", "--offset", "0.1"],
+         "the variational engine does not model the target's own offset"),
         (["--pair", "0", "--option", "fit_steps=abc"],
          "option fit_steps='abc': expected an integer"),
         (["--pair", "0", "--engine", "variational", "--option", "momentum=2"],
