@@ -24,8 +24,7 @@ from .tuner import AT2Tuner, Query, QueryRecord, Tuner, TuningResult
 
 __all__ = [
     "AT2Surrogate", "AT2Tuner", "ConfigFeatures", "ConfigurationOffsetKernel", "CurveGrid",
-    "DeepPolynomialKernel",
-    "ExactEngine", "FreezeThawKernel", "Query", "QueryRecord", "TaskConstantMean",
-    "TaskGaussianLikelihood", "TaskSimilarityKernel", "Tuner", "TuningResult",
+    "DeepPolynomialKernel", "ExactEngine", "FreezeThawKernel", "Query", "QueryRecord",
+    "TaskConstantMean", "TaskGaussianLikelihood", "TaskSimilarityKernel", "Tuner", "TuningResult",
     "UpperConfidenceBound",
 ]

@@ -15,10 +15,10 @@ are Kronecker vectors as well; the target's own offset per configuration
 (:class:`~at2.offset_kernel.ConfigurationOffsetKernel`) adds to ``K_tt`` only. The m cells belong
 to p <= m configurations (a few when the loop trains some configurations for many epochs), so
 ``B' A^-1 B`` is formed from one E-vector per pair of them (p^2 C E + m^2 E operations instead of
-m^2 C E). The marginal likelihood, the posterior
-mean and the variance over all C x E target cells follow from the same pieces without ever forming
-a matrix larger than ``m x C x E``; everything is differentiable, so hyper-parameters are fitted by
-maximising the exact marginal likelihood with torch optimisers.
+m^2 C E). The marginal likelihood, the posterior mean and the variance over all C x E target cells
+follow from the same pieces without ever forming a matrix larger than ``m x C x E``; everything is
+differentiable, so hyper-parameters are fitted by maximising the exact marginal likelihood with
+torch optimisers.
 """
 
 from __future__ import annotations
@@ -194,8 +194,8 @@ class ExactEngine(Engine):
         Z = ((u[:, None, :] * s.U_C[None, :, :]).reshape(p * C, C) @ s.W_t).view(p, C * E)
         H = (Z.index_select(0, s.group).view(-1, C, E) * s.U_E[e][:, None, :]) @ s.U_E.mT
         first = torch.zeros(C, dtype=torch.long, device=c.device)  # any epoch: offsets are flat
-        configs = self.grid.inputs(self.grid.target, torch.arange(C, device=c.device), first)
-        own = self.model.offset_kernel.forward(s.rows_t, configs, task_matrix=s.K_T)  # (m, C)
+        config_rows = self.grid.inputs(self.grid.target, torch.arange(C, device=c.device), first)
+        own = self.model.offset_kernel.forward(s.rows_t, config_rows, task_matrix=s.K_T)  # (m, C)
         k_t = s.k_tt * s.K_C[c][:, :, None] * s.K_E[e][:, None, :] + own[:, :, None]
         w = H - k_t
         mean = s.mean_t + s.K_C @ s.alpha_t @ s.K_E - torch.einsum("j,jce->ce", s.beta, w)
