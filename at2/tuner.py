@@ -189,11 +189,15 @@ class Tuner(ABC):
 
     # ------------------------------------------------------------------ replay
     def settings(self) -> dict[str, Any]:
-        """What a record needs to reproduce the run."""
+        """What a record needs to reproduce the run: what it was asked to do, resolved."""
         return {"method": self.name, "database": self.database.name,
                 "database_path": str(self.database.path), "sources": list(self.sources),
                 "target": self.target, "profile": self.profile, "metric": self.metric,
                 "seed": self.seed, "device": str(self.device)}
+
+    def outcomes(self) -> dict[str, Any]:
+        """How the run went beyond its records (fit times, objectives), for ``result.json``."""
+        return {}
 
     def tune(self, budget: int, progress: bool = True) -> TuningResult:
         """Replay ``budget`` queries with the database's target curves as the oracle."""
@@ -223,7 +227,7 @@ class Tuner(ABC):
             result.records.append(QueryRecord(
                 index, query.config_id, query.epoch, value, query.ucb, query.mean, recommended,
                 int(rank[r]), regret, time.perf_counter() - start))
-        result.settings = {**self.settings(), "budget": budget}
+        result.settings = {**self.settings(), "budget": budget, **self.outcomes()}
         return result
 
 
@@ -314,8 +318,10 @@ class SurrogateTuner(Tuner):
         return self.grid.config_ids[int(mean.max(-1).values.argmax())]
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "beta": self.acquisition.beta,
-                "fit_seconds": self.fit_seconds}
+        return {**super().settings(), "beta": self.acquisition.beta}
+
+    def outcomes(self) -> dict[str, Any]:
+        return {**super().outcomes(), "fit_seconds": self.fit_seconds}
 
 
 class AT2Tuner(SurrogateTuner):
@@ -432,5 +438,7 @@ class AT2Tuner(SurrogateTuner):
         return {**super().settings(), "engine": self.engine_name,
                 "engine_options": self.engine_options,
                 "task_psd": self.engine.model.task_kernel.psd,
-                "warp": self.warp_name, "restarts": self.restarts, "offset": self.offset,
-                "fit_objectives": self.fit_objectives}
+                "warp": self.warp_name, "restarts": self.restarts, "offset": self.offset}
+
+    def outcomes(self) -> dict[str, Any]:
+        return {**super().outcomes(), "fit_objectives": self.fit_objectives}

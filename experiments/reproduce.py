@@ -93,9 +93,9 @@ class Trial:
 
 RESUME_KEYS = ("pair", "method", "seed", "profile", "budget", "options")
 """The settings of ``config.yaml`` a finished record must share with a trial to stand for it."""
-RUN_FACTS = frozenset({"device", "database_path", "fit_seconds", "fit_objectives"})
-"""Keys of ``result.json`` that say where and how a run went, not what it ran: a record made on
-another device, or from a database file since moved, stands for the same trial."""
+WHERE = frozenset({"device", "database_path"})
+"""Settings that say where a run went, not what it ran: a record made on another device, or from
+a database file since moved, stands for the same trial."""
 
 
 def make_tuner(trial: Trial, db: Database) -> Tuner:
@@ -123,7 +123,7 @@ def finished(trial: Trial, out: str | Path, db: Database | None = None) -> bool:
         result = records.read_result(out)
         differs = [f"{key} {result.get(key)!r} there, {value!r} now"
                    for key, value in now.items()
-                   if key not in RUN_FACTS and result.get(key) != value]
+                   if key not in WHERE and result.get(key) != value]
     if differs:
         raise ValueError(f"{out} holds a finished trial with other settings ({'; '.join(differs)});"
                          " record into another directory or move that one away")

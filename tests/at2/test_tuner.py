@@ -136,7 +136,8 @@ def test_restarts_without_fit_steps_keep_the_first_draw(tiny_db):
     first = tuner.engine
     tuner.prepare()
     assert tuner.fit_objectives == [None, None] and tuner.engine is first
-    json.dumps(tuner.settings(), allow_nan=False)  # result.json stays strict JSON
+    # result.json stays strict JSON
+    json.dumps({**tuner.settings(), **tuner.outcomes()}, allow_nan=False)
 
 
 def test_tell_rejects_out_of_order_unknown_and_missing_values(tiny_db):
